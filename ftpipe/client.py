@@ -1,0 +1,66 @@
+"""The one place that builds an `openai.OpenAI` client: real OpenAI, Azure OpenAI, or local.
+
+With no key and no endpoint configured, the embedded local server is started on loopback, so
+every command works offline on a fresh machine.
+"""
+
+from __future__ import annotations
+
+import logging
+
+import openai
+
+from ftpipe.settings import Settings, get_settings
+
+log = logging.getLogger("ftpipe")
+
+LOCAL_PLACEHOLDER_KEY = "ftpipe-local"  # the local server accepts any key unless one is set
+
+
+def make_client(
+    settings: Settings | None = None, *, max_retries: int | None = None
+) -> openai.OpenAI:
+    """A client for the configured backend; the SDK's own retries and timeouts apply."""
+    settings = settings or get_settings()
+    retries = settings.max_retries if max_retries is None else max_retries
+    backend = settings.resolved_backend
+    if backend == "azure":
+        if not settings.azure_openai_endpoint:
+            raise ValueError("FTPIPE_BACKEND=azure needs AZURE_OPENAI_ENDPOINT to be set")
+        key = settings.azure_openai_api_key or settings.openai_api_key
+        return openai.AzureOpenAI(
+            api_key=key.get_secret_value() if key else None,
+            azure_endpoint=settings.azure_openai_endpoint,
+            api_version=settings.azure_openai_api_version,
+            max_retries=retries,
+            timeout=settings.timeout_s,
+        )
+    if backend == "openai":
+        key = settings.openai_api_key
+        return openai.OpenAI(
+            api_key=key.get_secret_value() if key else LOCAL_PLACEHOLDER_KEY,
+            base_url=settings.openai_base_url,
+            organization=settings.openai_organization,
+            max_retries=retries,
+            timeout=settings.timeout_s,
+        )
+    from ftpipe.local_api.server import local_base_url
+
+    local_key = settings.local.api_key
+    return openai.OpenAI(
+        api_key=local_key.get_secret_value() if local_key else LOCAL_PLACEHOLDER_KEY,
+        base_url=local_base_url(settings),
+        max_retries=retries,
+        timeout=settings.timeout_s,
+    )
+
+
+def describe_backend(settings: Settings | None = None) -> str:
+    """One line saying where requests go, without any secret."""
+    settings = settings or get_settings()
+    backend = settings.resolved_backend
+    if backend == "azure":
+        return f"Azure OpenAI at {settings.azure_openai_endpoint}"
+    if backend == "openai":
+        return f"OpenAI-compatible endpoint at {settings.openai_base_url or 'https://api.openai.com/v1'}"
+    return f"the embedded local server (state in {settings.state_dir('local_api')})"

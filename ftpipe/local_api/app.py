@@ -1,0 +1,127 @@
+"""The FastAPI application of the local OpenAI-compatible server.
+
+Routes live under `/v1` with OpenAI's paths; `/_ftpipe/...` holds the server's own health and
+fault-injection controls. Every answer, errors included, is in OpenAI's shape.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import os
+import random
+import secrets
+from collections.abc import Awaitable, Callable
+from pathlib import Path
+from typing import Any
+
+from fastapi import FastAPI, Request, Response
+from fastapi.exceptions import RequestValidationError
+from starlette.exceptions import HTTPException as StarletteHTTPException
+
+from ftpipe.local_api import errors
+from ftpipe.local_api.routes import assistants, chat, files, fine_tuning, models, uploads
+from ftpipe.local_api.store import Store
+from ftpipe.settings import FaultSettings, LocalApiSettings
+
+Handler = Callable[[Request], Awaitable[Response]]
+
+MISSING_KEY = (
+    "You didn't provide an API key. You need to provide your API key in an Authorization "
+    "header using Bearer auth (i.e. Authorization: Bearer YOUR_KEY)."
+)
+
+
+def _presented_key(request: Request) -> str | None:
+    """The bearer key, or Azure's `api-key` header, that a client sent."""
+    auth = request.headers.get("authorization", "")
+    scheme, _, token = auth.partition(" ")
+    if scheme.lower() == "bearer" and token.strip():
+        return token.strip()
+    return request.headers.get("api-key") or None
+
+
+def _auth_error(request: Request, expected: str | None) -> errors.ApiError | None:
+    key = _presented_key(request)
+    if key is None:
+        return errors.ApiError(401, MISSING_KEY)
+    if expected is not None and not secrets.compare_digest(key, expected):
+        return errors.ApiError(
+            401, "Incorrect API key provided for the local server.", code="invalid_api_key"
+        )
+    return None
+
+
+def _injected_fault(faults: FaultSettings, dice: random.Random) -> errors.ApiError | None:
+    roll = dice.random()
+    if roll < faults.rate_429:
+        return errors.ApiError(
+            429,
+            "Rate limit reached (injected by the local server's fault settings).",
+            code="rate_limit_exceeded",
+            headers={
+                "retry-after": f"{faults.retry_after_s:g}",
+                "retry-after-ms": str(int(faults.retry_after_s * 1000)),
+                "x-ratelimit-remaining-requests": "0",
+            },
+        )
+    if roll < faults.rate_429 + faults.rate_500:
+        return errors.ApiError(
+            500,
+            "The server had an error (injected by the local server's fault settings).",
+            code="server_error",
+        )
+    return None
+
+
+def create_app(
+    root: Path,
+    local: LocalApiSettings | None = None,
+    faults: FaultSettings | None = None,
+) -> FastAPI:
+    """Build the app over a state folder; settings default to the environment's."""
+    app = FastAPI(title="ftpipe local OpenAI-compatible API", docs_url="/_ftpipe/docs")
+    app.state.store = Store(root)
+    app.state.local = local or LocalApiSettings()
+    app.state.faults = faults or FaultSettings()
+    app.state.dice = random.Random(app.state.faults.seed)
+    app.state.engines = {}
+
+    app.add_exception_handler(errors.ApiError, errors.handle_api_error)
+    app.add_exception_handler(RequestValidationError, errors.handle_validation_error)
+    app.add_exception_handler(StarletteHTTPException, errors.handle_http_error)
+    app.add_exception_handler(Exception, errors.handle_unexpected)
+
+    @app.middleware("http")
+    async def guard(request: Request, call_next: Handler) -> Response:
+        """Auth and injected faults, applied before a request touches any state."""
+        if not request.url.path.startswith("/v1/"):
+            return await call_next(request)
+        expected = app.state.local.api_key
+        denied = _auth_error(request, expected.get_secret_value() if expected else None)
+        if denied:
+            return errors.error_response(denied)
+        faults: FaultSettings = app.state.faults
+        if faults.latency_ms:
+            await asyncio.sleep(faults.latency_ms / 1000)
+        fault = _injected_fault(faults, app.state.dice)
+        return errors.error_response(fault) if fault else await call_next(request)
+
+    for router in (models, files, uploads, fine_tuning, chat, assistants):
+        app.include_router(router.router, prefix="/v1")
+
+    @app.get("/_ftpipe/health")
+    def health() -> dict[str, Any]:
+        return {"status": "ok", "root": str(root), "pid": os.getpid()}
+
+    @app.get("/_ftpipe/faults")
+    def get_faults() -> dict[str, Any]:
+        return app.state.faults.model_dump()
+
+    @app.post("/_ftpipe/faults")
+    def set_faults(body: dict[str, Any]) -> dict[str, Any]:
+        """Change fault injection at run time (tests and benchmarks of retry paths)."""
+        app.state.faults = FaultSettings.model_validate({**app.state.faults.model_dump(), **body})
+        app.state.dice = random.Random(app.state.faults.seed)
+        return app.state.faults.model_dump()
+
+    return app

@@ -1,0 +1,1 @@
+"""HTTP routes of the local server, one module per OpenAI API area."""

@@ -1,0 +1,155 @@
+"""`/v1/fine_tuning/jobs`: create, list, retrieve, cancel, pause, resume, events, checkpoints."""
+
+from __future__ import annotations
+
+from typing import Annotated, Any
+
+from fastapi import APIRouter, Query, Request
+from pydantic import BaseModel, ConfigDict, Field
+
+from ftpipe.local_api import jobs
+from ftpipe.local_api.errors import ApiError
+from ftpipe.local_api.routes.common import check_limit, list_body, store_of
+from ftpipe.local_api.store import paginate
+
+router = APIRouter()
+
+
+class CreateJob(BaseModel):
+    model_config = ConfigDict(extra="allow")
+
+    model: str
+    training_file: str
+    validation_file: str | None = None
+    hyperparameters: dict[str, Any] | None = None
+    method: dict[str, Any] | None = None
+    suffix: str | None = None
+    seed: int | None = None
+    metadata: dict[str, str] | None = None
+    integrations: list[dict[str, Any]] | None = Field(default=None)
+
+
+HP_RULES: dict[str, tuple[type | tuple[type, ...], float, float, str]] = {
+    "batch_size": (int, 1, 256, "'auto' or an integer from 1 to 256"),
+    "n_epochs": (int, 1, 50, "'auto' or an integer from 1 to 50"),
+    "learning_rate_multiplier": ((int, float), 0, float("inf"), "'auto' or a number above 0"),
+}
+
+
+def _hp_ok(name: str, value: Any) -> bool:
+    kind, low, high, _ = HP_RULES[name]
+    if value in (None, "auto"):
+        return True
+    if isinstance(value, bool) or not isinstance(value, kind):
+        return False
+    return low < value <= high if name == "learning_rate_multiplier" else low <= value <= high
+
+
+def _check_hyperparameters(request: CreateJob) -> None:
+    """The ranges OpenAI enforces, for top-level and method hyperparameters alike."""
+    method_hp = ((request.method or {}).get("supervised") or {}).get("hyperparameters") or {}
+    sources = (("hyperparameters", request.hyperparameters or {}), ("method", method_hp))
+    for source, values in sources:
+        for name, value in values.items():
+            if name in HP_RULES and not _hp_ok(name, value):
+                raise ApiError(
+                    400,
+                    f"Invalid {name} {value!r}: it must be {HP_RULES[name][3]}.",
+                    param=f"{source}.{name}",
+                    code="invalid_value",
+                )
+
+
+@router.post("/fine_tuning/jobs")
+def create_job(body: CreateJob, request: Request) -> dict[str, Any]:
+    _check_hyperparameters(body)
+    speed = request.app.state.local.job_speed
+    return jobs.create_job(store_of(request), body.model_dump(exclude_none=True), speed)
+
+
+@router.get("/fine_tuning/jobs")
+def list_jobs(
+    request: Request,
+    after: str | None = None,
+    limit: Annotated[int, Query()] = 20,
+) -> dict[str, Any]:
+    check_limit(limit)
+    wanted = {
+        key[len("metadata[") : -1]: value
+        for key, value in request.query_params.items()
+        if key.startswith("metadata[") and key.endswith("]")
+    }
+    store = store_of(request)
+    with store.transaction() as tx:
+        rows = [jobs.advance(tx, store, row) for row in tx.all("job")]
+    if wanted:
+        rows = [
+            row
+            for row in rows
+            if all((row.body.get("metadata") or {}).get(k) == v for k, v in wanted.items())
+        ]
+    page = paginate(rows, after=after, limit=limit)
+    body = list_body(page)
+    body["data"] = [jobs.public(row) for row in page.rows]
+    return body
+
+
+@router.get("/fine_tuning/jobs/{job_id}")
+def retrieve_job(job_id: str, request: Request) -> dict[str, Any]:
+    store = store_of(request)
+    with store.transaction() as tx:
+        row = jobs.advance(tx, store, jobs.get_job(tx, job_id), retrieve=True)
+    return jobs.public(row)
+
+
+def _act(job_id: str, request: Request, action: Any) -> dict[str, Any]:
+    store = store_of(request)
+    with store.transaction() as tx:
+        row = jobs.advance(tx, store, jobs.get_job(tx, job_id))
+        action(tx, row)
+    return jobs.public(row)
+
+
+@router.post("/fine_tuning/jobs/{job_id}/cancel")
+def cancel_job(job_id: str, request: Request) -> dict[str, Any]:
+    return _act(job_id, request, jobs.cancel)
+
+
+@router.post("/fine_tuning/jobs/{job_id}/pause")
+def pause_job(job_id: str, request: Request) -> dict[str, Any]:
+    return _act(job_id, request, jobs.pause)
+
+
+@router.post("/fine_tuning/jobs/{job_id}/resume")
+def resume_job(job_id: str, request: Request) -> dict[str, Any]:
+    return _act(job_id, request, jobs.resume)
+
+
+@router.get("/fine_tuning/jobs/{job_id}/events")
+def list_events(
+    job_id: str,
+    request: Request,
+    after: str | None = None,
+    limit: Annotated[int, Query()] = 20,
+) -> dict[str, Any]:
+    check_limit(limit, maximum=1000)
+    store = store_of(request)
+    with store.transaction() as tx:
+        jobs.advance(tx, store, jobs.get_job(tx, job_id))
+        rows = tx.all("event", parent=job_id)
+    return list_body(paginate(rows, after=after, limit=limit))
+
+
+@router.get("/fine_tuning/jobs/{job_id}/checkpoints")
+def list_checkpoints(
+    job_id: str,
+    request: Request,
+    after: str | None = None,
+    limit: Annotated[int, Query()] = 10,
+) -> dict[str, Any]:
+    check_limit(limit)
+    store = store_of(request)
+    with store.transaction() as tx:
+        jobs.advance(tx, store, jobs.get_job(tx, job_id))
+        rows = tx.all("checkpoint", parent=job_id)
+    return list_body(paginate(rows, after=after, limit=limit), with_ids=True)

@@ -1,0 +1,165 @@
+"""Starting the local server: in a background thread of this process, or in the foreground.
+
+A foreground server (`ftpipe local-api`) announces itself in `<FTPIPE_HOME>/local_api/server.json`
+so other processes on the same state folder use it; otherwise each process starts its own
+in-process server over the same SQLite store, which is safe for concurrent use.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import ipaddress
+import json
+import logging
+import os
+import socket
+import threading
+from dataclasses import dataclass
+from pathlib import Path
+
+import httpx
+import uvicorn
+
+from ftpipe.local_api.app import create_app
+from ftpipe.settings import FaultSettings, LocalApiSettings, Settings
+
+log = logging.getLogger("ftpipe")
+
+DISCOVERY_FILE = "server.json"
+_lock = threading.Lock()
+_running: dict[Path, RunningServer] = {}
+
+
+@dataclass
+class RunningServer:
+    """A server started by this process, and how to reach and stop it."""
+
+    url: str
+    root: Path
+    server: uvicorn.Server
+    thread: threading.Thread
+
+    @property
+    def base_url(self) -> str:
+        return f"{self.url}/v1"
+
+    def stop(self) -> None:
+        self.server.should_exit = True
+        self.thread.join(timeout=10)
+        with _lock:
+            if _running.get(self.root) is self:
+                del _running[self.root]
+
+
+def check_loopback(host: str) -> None:
+    """The local server never listens beyond this machine."""
+    if host == "localhost":
+        return
+    try:
+        loopback = ipaddress.ip_address(host).is_loopback
+    except ValueError:
+        loopback = False
+    if not loopback:
+        raise ValueError(
+            f"the local server binds to loopback only; {host!r} is not a loopback address "
+            "(use 127.0.0.1, ::1 or localhost)"
+        )
+
+
+def bind_socket(host: str, port: int) -> socket.socket:
+    check_loopback(host)
+    family = socket.AF_INET6 if ":" in host else socket.AF_INET
+    sock = socket.socket(family, socket.SOCK_STREAM)
+    sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+    sock.bind((host, port))
+    sock.set_inheritable(True)
+    return sock
+
+
+def _url(sock: socket.socket) -> str:
+    host, port = sock.getsockname()[:2]
+    return f"http://[{host}]:{port}" if ":" in host else f"http://{host}:{port}"
+
+
+def _uvicorn(
+    root: Path, local: LocalApiSettings | None, faults: FaultSettings | None
+) -> uvicorn.Server:
+    app = create_app(root, local, faults)
+    config = uvicorn.Config(app, log_level="warning", access_log=False, lifespan="off")
+    return uvicorn.Server(config)
+
+
+def start_in_thread(
+    root: Path,
+    *,
+    host: str = "127.0.0.1",
+    port: int = 0,
+    local: LocalApiSettings | None = None,
+    faults: FaultSettings | None = None,
+) -> RunningServer:
+    """Serve the API from a daemon thread; returns once it accepts connections."""
+    sock = bind_socket(host, port)
+    server = _uvicorn(root, local, faults)
+    thread = threading.Thread(
+        target=server.run, kwargs={"sockets": [sock]}, name="ftpipe-local-api", daemon=True
+    )
+    thread.start()
+    while not server.started:
+        if not thread.is_alive():
+            raise RuntimeError(f"the local server failed to start on {_url(sock)}")
+        threading.Event().wait(0.01)
+    return RunningServer(_url(sock), root, server, thread)
+
+
+def discovery_path(root: Path) -> Path:
+    return root / DISCOVERY_FILE
+
+
+def _announced(root: Path) -> str | None:
+    """The URL of a live foreground server on this state folder, if one announced itself."""
+    try:
+        info = json.loads(discovery_path(root).read_text())
+        answer = httpx.get(f"{info['url']}/_ftpipe/health", timeout=2.0).json()
+    except (OSError, ValueError, KeyError, httpx.HTTPError):
+        return None
+    return info["url"] if answer.get("root") == str(root) else None
+
+
+def local_base_url(settings: Settings) -> str:
+    """The `/v1` URL of a local server on this FTPIPE_HOME, starting one in-process if needed."""
+    root = settings.state_dir("local_api")
+    with _lock:
+        running = _running.get(root)
+        if running is not None and running.thread.is_alive():
+            return running.base_url
+        announced = _announced(root)
+        if announced:
+            log.info(
+                "Using the local OpenAI-compatible server at %s/v1 (state in %s)", announced, root
+            )
+            return f"{announced}/v1"
+        running = start_in_thread(root, local=settings.local, faults=settings.faults)
+        _running[root] = running
+    log.info(
+        "No OPENAI_API_KEY set: started the local OpenAI-compatible server at %s "
+        "(state in %s); it is a stand-in, not a language model.",
+        running.base_url,
+        root,
+    )
+    return running.base_url
+
+
+def serve_forever(settings: Settings, host: str, port: int) -> None:
+    """Serve in the foreground until interrupted, announced in the discovery file meanwhile."""
+    root = settings.state_dir("local_api")
+    sock = bind_socket(host, port)
+    url = _url(sock)
+    marker = discovery_path(root)
+    marker.write_text(json.dumps({"url": url, "pid": os.getpid(), "root": str(root)}))
+    log.info("Local OpenAI-compatible server listening on %s/v1 (state in %s)", url, root)
+    try:
+        _uvicorn(root, settings.local, settings.faults).run(sockets=[sock])
+    finally:
+        with contextlib.suppress(OSError, ValueError):
+            if json.loads(marker.read_text()).get("pid") == os.getpid():
+                marker.unlink()

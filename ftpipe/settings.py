@@ -1,0 +1,108 @@
+"""Settings read from the environment (and a `.env` file), one object for the whole library.
+
+Every knob a user may turn lives here so the CLI, the tasks and the local server agree on them.
+"""
+
+from __future__ import annotations
+
+from functools import cached_property
+from pathlib import Path
+from typing import Literal
+
+from pydantic import AliasChoices, Field, SecretStr, field_validator
+from pydantic_settings import BaseSettings, SettingsConfigDict
+
+Backend = Literal["auto", "local", "openai", "azure"]
+
+
+class FaultSettings(BaseSettings):
+    """Fault injection for the local server, so retry paths can be exercised for real."""
+
+    model_config = SettingsConfigDict(env_prefix="FTPIPE_FAULT_", env_file=".env", extra="ignore")
+
+    rate_429: float = Field(0.0, ge=0.0, le=1.0, description="Share of requests answered 429.")
+    rate_500: float = Field(0.0, ge=0.0, le=1.0, description="Share of requests answered 500.")
+    latency_ms: int = Field(0, ge=0, description="Delay added before every answer.")
+    retry_after_s: float = Field(0.05, ge=0.0, description="The retry-after sent with a 429.")
+    seed: int | None = Field(None, description="Seed of the fault dice; None draws fresh ones.")
+
+    @property
+    def active(self) -> bool:
+        return bool(self.rate_429 or self.rate_500 or self.latency_ms)
+
+
+class LocalApiSettings(BaseSettings):
+    """How the embedded OpenAI-compatible server behaves (moto-style knobs)."""
+
+    model_config = SettingsConfigDict(env_prefix="FTPIPE_LOCAL_", env_file=".env", extra="ignore")
+
+    api_key: SecretStr | None = Field(
+        None, description="Key the local server demands; any non-empty bearer key when unset."
+    )
+    job_speed: str = Field(
+        "immediate",
+        description="How jobs progress: 'immediate', 'retrieves:N' (done after N reads) "
+        "or 'seconds:N' (done N seconds after creation).",
+    )
+    max_file_bytes: int = Field(512 * 1024**2, gt=0, description="Per-file limit of POST /files.")
+    max_part_bytes: int = Field(64 * 1024**2, gt=0, description="Per-part limit of uploads.")
+    max_upload_bytes: int = Field(8 * 1024**3, gt=0, description="Total limit of one upload.")
+
+    @field_validator("job_speed")
+    @classmethod
+    def _check_speed(cls, value: str) -> str:
+        from ftpipe.local_api.progress import parse_speed
+
+        parse_speed(value)
+        return value
+
+
+class Settings(BaseSettings):
+    """Connection, state folder and defaults; secrets stay SecretStr so they never print."""
+
+    model_config = SettingsConfigDict(env_file=".env", extra="ignore", populate_by_name=True)
+
+    openai_api_key: SecretStr | None = Field(None, validation_alias="OPENAI_API_KEY")
+    openai_base_url: str | None = Field(None, validation_alias="OPENAI_BASE_URL")
+    openai_organization: str | None = Field(None, validation_alias="OPENAI_ORG_ID")
+    azure_openai_api_key: SecretStr | None = Field(None, validation_alias="AZURE_OPENAI_API_KEY")
+    azure_openai_endpoint: str | None = Field(None, validation_alias="AZURE_OPENAI_ENDPOINT")
+    azure_openai_api_version: str = Field(
+        "2025-04-01-preview",
+        validation_alias=AliasChoices("AZURE_OPENAI_API_VERSION", "OPENAI_API_VERSION"),
+    )
+    backend: Backend = Field("auto", validation_alias="FTPIPE_BACKEND")
+    home: Path = Field(Path(".ftpipe"), validation_alias="FTPIPE_HOME")
+    default_model: str = Field("gpt-4o-mini", validation_alias="FTPIPE_DEFAULT_MODEL")
+    max_retries: int = Field(2, ge=0, validation_alias="FTPIPE_MAX_RETRIES")
+    timeout_s: float = Field(60.0, gt=0, validation_alias="FTPIPE_TIMEOUT_S")
+
+    @cached_property
+    def local(self) -> LocalApiSettings:
+        return LocalApiSettings()
+
+    @cached_property
+    def faults(self) -> FaultSettings:
+        return FaultSettings()
+
+    @property
+    def resolved_backend(self) -> Literal["local", "openai", "azure"]:
+        """Azure when its endpoint is set, OpenAI when a key or URL is, else the local server."""
+        if self.backend != "auto":
+            return self.backend
+        if self.azure_openai_endpoint:
+            return "azure"
+        if self.openai_api_key or self.openai_base_url:
+            return "openai"
+        return "local"
+
+    def state_dir(self, *parts: str) -> Path:
+        """A folder under FTPIPE_HOME, created on first use."""
+        path = self.home.expanduser().resolve().joinpath(*parts)
+        path.mkdir(parents=True, exist_ok=True)
+        return path
+
+
+def get_settings() -> Settings:
+    """Fresh settings each call, so a changed environment (tests, CLI options) is honoured."""
+    return Settings()

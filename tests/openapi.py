@@ -1,0 +1,49 @@
+"""Validate server answers against the schemas of OpenAI's official OpenAPI spec."""
+
+from __future__ import annotations
+
+from functools import cache
+from pathlib import Path
+from typing import Any
+
+import yaml
+from jsonschema import Draft202012Validator
+from referencing import Registry, Resource
+from referencing.jsonschema import DRAFT202012
+
+SPEC = Path(__file__).parent / "reference" / "openai-openapi.yaml"  # MIT licence beside it
+SPEC_URI = "urn:openai-openapi"
+
+
+def _nullable(node: Any) -> Any:
+    """OpenAPI's `nullable: true` becomes JSON Schema's `type: [..., "null"]`."""
+    if isinstance(node, dict):
+        node = {key: _nullable(value) for key, value in node.items()}
+        if node.pop("nullable", False) is True:
+            kind = node.get("type")
+            if isinstance(kind, str):
+                node["type"] = [kind, "null"]
+            elif kind is None and node:
+                node = {"anyOf": [node, {"type": "null"}]}
+        return node
+    if isinstance(node, list):
+        return [_nullable(item) for item in node]
+    return node
+
+
+@cache
+def _registry() -> Registry:
+    loader = getattr(yaml, "CSafeLoader", yaml.SafeLoader)
+    spec = _nullable(yaml.load(SPEC.read_text(encoding="utf-8"), Loader=loader))
+    resource = Resource.from_contents(spec, default_specification=DRAFT202012)
+    return Registry().with_resource(SPEC_URI, resource)
+
+
+def spec_available() -> bool:
+    return SPEC.exists()
+
+
+def validate(schema_name: str, instance: Any) -> None:
+    """Raise jsonschema's ValidationError when `instance` breaks the named schema."""
+    schema = {"$ref": f"{SPEC_URI}#/components/schemas/{schema_name}"}
+    Draft202012Validator(schema, registry=_registry()).validate(instance)
