@@ -9,7 +9,6 @@ from typing import Annotated
 import openai
 import typer
 from rich.console import Console
-from rich.logging import RichHandler
 
 from ftpipe.settings import get_settings
 
@@ -18,7 +17,7 @@ app = typer.Typer(
     no_args_is_help=True,
     pretty_exceptions_show_locals=False,
 )
-console = Console()
+console = Console(soft_wrap=True)
 SAMPLE_CHAT = Path("data/samples/ferry_support.jsonl")
 
 
@@ -27,11 +26,7 @@ def main(
     verbose: Annotated[bool, typer.Option("--verbose", "-v", help="Log debug details.")] = False,
 ) -> None:
     """Set up logging once for every command."""
-    logging.basicConfig(
-        level=logging.WARNING,
-        format="%(message)s",
-        handlers=[RichHandler(console=Console(stderr=True), show_path=False)],
-    )
+    logging.basicConfig(level=logging.WARNING, format="%(asctime)s %(levelname)s %(message)s")
     logging.getLogger("ftpipe").setLevel(logging.DEBUG if verbose else logging.INFO)
 
 

@@ -60,7 +60,7 @@ class LocalApiSettings(BaseSettings):
 class Settings(BaseSettings):
     """Connection, state folder and defaults; secrets stay SecretStr so they never print."""
 
-    model_config = SettingsConfigDict(env_file=".env", extra="ignore", populate_by_name=True)
+    model_config = SettingsConfigDict(env_file=".env", extra="ignore")
 
     openai_api_key: SecretStr | None = Field(None, validation_alias="OPENAI_API_KEY")
     openai_base_url: str | None = Field(None, validation_alias="OPENAI_BASE_URL")

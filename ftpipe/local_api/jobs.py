@@ -10,7 +10,7 @@ from __future__ import annotations
 import math
 import random
 import time
-from dataclasses import asdict, dataclass
+from dataclasses import asdict, dataclass, replace
 from typing import Any
 
 from ftpipe import catalog
@@ -77,13 +77,13 @@ def make_plan(store: Store, model: str, training: str, validation: str | None, h
         "it will be truncated."
         for item in check.too_long
     ]
-    error = None if check.ok else _file_error("training_file", training, check.first_error() or "")
+    # OpenAI truncates over-long examples (with a warning) rather than failing the job.
+    problem = replace(check, too_long=[]).first_error()
+    error = _file_error("training_file", training, problem) if problem else None
     if error is None and validation:
         valid_check = check_jsonl_file(store.file_path(validation), model)
-        bad = [item for item in valid_check.bad]
-        if bad:
-            problem = f"line {bad[0].line}: {bad[0].issues[0].message}"
-            error = _file_error("validation_file", validation, problem)
+        problem = replace(valid_check, too_long=[], min_examples=1).first_error()
+        error = _file_error("validation_file", validation, problem) if problem else None
     examples = check.examples
     n_epochs = int(_resolve(hp.get("n_epochs"), default_epochs(examples)))
     batch_size = int(_resolve(hp.get("batch_size"), default_batch_size(examples)))

@@ -141,8 +141,7 @@ def local_base_url(settings: Settings) -> str:
         running = start_in_thread(root, local=settings.local, faults=settings.faults)
         _running[root] = running
     log.info(
-        "No OPENAI_API_KEY set: started the local OpenAI-compatible server at %s "
-        "(state in %s); it is a stand-in, not a language model.",
+        "No OPENAI_API_KEY set: started the local OpenAI-compatible server at %s (state in %s)",
         running.base_url,
         root,
     )

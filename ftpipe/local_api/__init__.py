@@ -1,0 +1,1 @@
+"""The local OpenAI-compatible server used offline in place of api.openai.com."""
