@@ -265,7 +265,7 @@ def advance(tx: Transaction, store: Store, row: Row, *, retrieve: bool = False) 
         return row
     if progress >= RUNNING_FROM:
         _start_running(tx, row)
-        _train_until(tx, store, row, training_step(progress, state["plan"]["total_steps"]))
+        _train_until(tx, row, training_step(progress, state["plan"]["total_steps"]))
     if progress >= 1.0:
         _succeed(tx, store, row)
     tx.update(row)
@@ -329,12 +329,13 @@ def _checkpoint_steps(plan: dict) -> list[int]:
     return [per_epoch * epoch for epoch in range(first, plan["n_epochs"] + 1)]
 
 
-def _train_until(tx: Transaction, store: Store, row: Row, target: int) -> None:
+def _train_until(tx: Transaction, row: Row, target: int) -> None:
+    """Write the metrics events and checkpoints of the steps done since the last read."""
     state = row.internal
     plan = state["plan"]
     reported = _reported_steps(plan["total_steps"])
     checkpoints = set(_checkpoint_steps(plan))
-    for step in range(state["step"] + 1, target + 1):
+    for step in sorted(s for s in reported | checkpoints if state["step"] < s <= target):
         metrics = _metrics(row, step)
         if step in reported:
             message = f"Step {step}/{plan['total_steps']}: training loss={metrics['train_loss']}"
