@@ -23,6 +23,8 @@ def _nullable(node: Any) -> Any:
             kind = node.get("type")
             if isinstance(kind, str):
                 node["type"] = [kind, "null"]
+                if "enum" in node:
+                    node["enum"] = [*node["enum"], None]
             elif kind is None and node:
                 node = {"anyOf": [node, {"type": "null"}]}
         return node

@@ -16,6 +16,7 @@ from typing import Any
 
 from fastapi import FastAPI, Request, Response
 from fastapi.exceptions import RequestValidationError
+from pydantic import ValidationError
 from starlette.exceptions import HTTPException as StarletteHTTPException
 
 from ftpipe.local_api import errors
@@ -120,7 +121,24 @@ def create_app(
     @app.post("/_ftpipe/faults")
     def set_faults(body: dict[str, Any]) -> dict[str, Any]:
         """Change fault injection at run time (tests and benchmarks of retry paths)."""
-        app.state.faults = FaultSettings.model_validate({**app.state.faults.model_dump(), **body})
+        unknown = sorted(set(body) - set(FaultSettings.model_fields))
+        if unknown:
+            raise errors.ApiError(
+                400,
+                f"Unknown fault setting '{unknown[0]}'; "
+                f"known: {', '.join(sorted(FaultSettings.model_fields))}",
+                param=unknown[0],
+                code="invalid_value",
+            )
+        try:
+            faults = FaultSettings.model_validate({**app.state.faults.model_dump(), **body})
+        except ValidationError as error:
+            first = error.errors()[0]
+            param = ".".join(str(part) for part in first["loc"])
+            raise errors.ApiError(
+                400, f"Invalid fault setting '{param}': {first['msg']}", param=param
+            ) from error
+        app.state.faults = faults
         app.state.dice = random.Random(app.state.faults.seed)
         return app.state.faults.model_dump()
 

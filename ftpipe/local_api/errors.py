@@ -15,9 +15,15 @@ ERROR_TYPES = {
     409: "invalid_request_error",
     413: "invalid_request_error",
     422: "invalid_request_error",
-    429: "rate_limit_exceeded",
+    429: "requests",
     500: "server_error",
 }
+
+
+BAD_JSON = (
+    "We could not parse the JSON body of your request. The API expects a JSON payload, "
+    "but what was sent was not valid JSON."
+)
 
 
 class ApiError(Exception):
@@ -72,20 +78,25 @@ async def handle_validation_error(_: Request, exc: Exception) -> JSONResponse:
     """FastAPI's 422 details become one OpenAI-style 400 naming the first bad parameter."""
     assert isinstance(exc, RequestValidationError)
     first = exc.errors()[0] if exc.errors() else {}
-    location = [str(part) for part in first.get("loc", ()) if part not in ("body", "query", "path")]
-    param = ".".join(location) or None
-    message = f"Invalid value for '{param}': {first.get('msg', 'invalid request')}"
+    location = [str(part) for part in first.get("loc", ())]
+    if first.get("type") == "json_invalid":
+        return error_response(ApiError(400, BAD_JSON))
+    if location[:1] == ["body"] and (len(location) == 1 or location[1].isdigit()):
+        return error_response(ApiError(400, "The request body must be a JSON object."))
+    param = ".".join(part for part in location if part not in ("body", "query", "path")) or None
     if first.get("type") == "missing":
         message = f"Missing required parameter: '{param}'."
         return error_response(
             ApiError(400, message, param=param, code="missing_required_parameter")
         )
+    message = f"Invalid value for '{param}': {first.get('msg', 'invalid request')}"
     return error_response(ApiError(400, message, param=param, code="invalid_value"))
 
 
-async def handle_http_error(_: Request, exc: Exception) -> JSONResponse:
+async def handle_http_error(request: Request, exc: Exception) -> JSONResponse:
     assert isinstance(exc, StarletteHTTPException)
-    message = "Invalid URL" if exc.status_code in (404, 405) else str(exc.detail)
+    invalid_url = f"Invalid URL ({request.method} {request.url.path})"
+    message = invalid_url if exc.status_code in (404, 405) else str(exc.detail)
     return error_response(ApiError(exc.status_code, message, code=None))
 
 

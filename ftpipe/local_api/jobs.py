@@ -452,10 +452,11 @@ def pause(tx: Transaction, row: Row) -> None:
 
 
 def resume(tx: Transaction, row: Row) -> None:
-    if row.internal["paused_at"] is None:
+    if row.body["status"] != "running" or row.internal["paused_at"] is None:
         raise ApiError(
             400,
-            f"Job {row.id} is not paused; only a paused job can be resumed.",
+            f"Job {row.id} is {row.body['status']} and not paused; only a paused job can be "
+            "resumed.",
             param="fine_tuning_job_id",
         )
     row.internal["paused_seconds"] += time.time() - row.internal["paused_at"]

@@ -15,18 +15,23 @@ from ftpipe.local_api.store import Row, Store, Transaction, new_id, now, paginat
 
 router = APIRouter()
 
-PURPOSES = ("fine-tune", "batch", "vision", "assistants", "user_data", "evals")
+# The purposes a File object may report (the spec's OpenAIFile enum), minus the output ones.
+PURPOSES = ("fine-tune", "batch", "vision", "assistants", "user_data")
 COPY_CHUNK = 1024 * 1024
 
 
-def _mb(size: int) -> str:
-    return f"{size / 1024**2:g} MB"
+def _human(size: int) -> str:
+    for unit, scale in (("GB", 1024**3), ("MB", 1024**2), ("KB", 1024)):
+        if size >= scale:
+            return f"{size / scale:.4g} {unit}"
+    return f"{size} bytes"
 
 
 def too_large(size: int, limit: int, what: str = "File") -> ApiError:
     return ApiError(
         400,
-        f"{what} is too large: {size} bytes, over the {_mb(limit)} limit.",
+        f"{what} is too large: {size} bytes ({_human(size)}), over the limit of {limit} bytes "
+        f"({_human(limit)}).",
         param="file",
         code="file_too_large",
     )
@@ -57,10 +62,13 @@ def copy_limited(source: BinaryIO, target: Path, limit: int, what: str = "File")
         while chunk := source.read(COPY_CHUNK):
             written += len(chunk)
             if written > limit:
-                out.close()
-                target.unlink(missing_ok=True)
-                raise too_large(written, limit, what)
+                break
             out.write(chunk)
+    if written > limit:
+        target.unlink(missing_ok=True)
+        while chunk := source.read(COPY_CHUNK):  # count the rest so the error states the size
+            written += len(chunk)
+        raise too_large(written, limit, what)
     return written
 
 
