@@ -40,6 +40,7 @@ class ExampleCheck:
     line: int
     issues: list[FormatIssue]
     tokens: int | None = None
+    trainable: bool = True  # has an assistant message with a weight other than 0
 
 
 @dataclass
@@ -53,6 +54,7 @@ class FileCheck:
     token_limit: int | None = None
     limit_model: str | None = None
     min_examples: int = MIN_EXAMPLES
+    trainable: int = 0
 
     @property
     def ok(self) -> bool:
@@ -69,6 +71,8 @@ class FileCheck:
             return (
                 f"the file has {self.examples} examples; at least {self.min_examples} are required"
             )
+        if self.examples and not self.trainable:
+            return "no example has an assistant message to train on (every weight is 0)"
         return None
 
     def _describe(self, check: ExampleCheck) -> str:
@@ -219,7 +223,8 @@ def _check_line(number: int, raw: bytes | str, model: str) -> ExampleCheck:
     if issues:
         return ExampleCheck(number, issues)
     messages = cast(dict, example)["messages"]
-    return ExampleCheck(number, [], tokens.count_message_tokens(messages, model))
+    trainable = any(m.get("role") == "assistant" and m.get("weight", 1) != 0 for m in messages)
+    return ExampleCheck(number, [], tokens.count_message_tokens(messages, model), trainable)
 
 
 def check_jsonl(lines: Iterable[bytes | str], model: str) -> FileCheck:
@@ -236,6 +241,7 @@ def check_jsonl(lines: Iterable[bytes | str], model: str) -> FileCheck:
             result.bad.append(check)
             continue
         result.token_counts.append(check.tokens)
+        result.trainable += check.trainable
         if limit is not None and check.tokens > limit:
             result.too_long.append(check)
     return result

@@ -37,6 +37,11 @@ def make_client(
         )
     if backend == "openai":
         key = settings.openai_api_key
+        if key is None and settings.openai_base_url is None:
+            raise ValueError(
+                "FTPIPE_BACKEND=openai needs OPENAI_API_KEY (or OPENAI_BASE_URL for another "
+                "OpenAI-compatible endpoint)"
+            )
         return openai.OpenAI(
             api_key=key.get_secret_value() if key else LOCAL_PLACEHOLDER_KEY,
             base_url=settings.openai_base_url,
@@ -46,6 +51,7 @@ def make_client(
         )
     from ftpipe.local_api.server import local_base_url
 
+    _show_ftpipe_logs()
     local_key = settings.local.api_key
     return openai.OpenAI(
         api_key=local_key.get_secret_value() if local_key else LOCAL_PLACEHOLDER_KEY,
@@ -53,6 +59,15 @@ def make_client(
         max_retries=retries,
         timeout=settings.timeout_s,
     )
+
+
+def _show_ftpipe_logs() -> None:
+    """Make sure the one line saying where the local server runs reaches the user's terminal."""
+    if not log.hasHandlers():
+        handler = logging.StreamHandler()
+        handler.setFormatter(logging.Formatter("%(asctime)s %(levelname)s %(message)s"))
+        log.addHandler(handler)
+        log.setLevel(logging.INFO)
 
 
 def describe_backend(settings: Settings | None = None) -> str:

@@ -5,6 +5,7 @@ Every knob a user may turn lives here so the CLI, the tasks and the local server
 
 from __future__ import annotations
 
+import os
 from functools import cached_property
 from pathlib import Path
 from typing import Literal
@@ -13,12 +14,14 @@ from pydantic import AliasChoices, Field, SecretStr, field_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
 Backend = Literal["auto", "local", "openai", "azure"]
+# The dotenv file read besides the environment; FTPIPE_ENV_FILE moves it (tests point it away).
+ENV_FILE = os.environ.get("FTPIPE_ENV_FILE", ".env")
 
 
 class FaultSettings(BaseSettings):
     """Fault injection for the local server, so retry paths can be exercised for real."""
 
-    model_config = SettingsConfigDict(env_prefix="FTPIPE_FAULT_", env_file=".env", extra="ignore")
+    model_config = SettingsConfigDict(env_prefix="FTPIPE_FAULT_", env_file=ENV_FILE, extra="ignore")
 
     rate_429: float = Field(0.0, ge=0.0, le=1.0, description="Share of requests answered 429.")
     rate_500: float = Field(0.0, ge=0.0, le=1.0, description="Share of requests answered 500.")
@@ -34,7 +37,7 @@ class FaultSettings(BaseSettings):
 class LocalApiSettings(BaseSettings):
     """How the embedded OpenAI-compatible server behaves (moto-style knobs)."""
 
-    model_config = SettingsConfigDict(env_prefix="FTPIPE_LOCAL_", env_file=".env", extra="ignore")
+    model_config = SettingsConfigDict(env_prefix="FTPIPE_LOCAL_", env_file=ENV_FILE, extra="ignore")
 
     api_key: SecretStr | None = Field(
         None, description="Key the local server demands; any non-empty bearer key when unset."
@@ -60,7 +63,7 @@ class LocalApiSettings(BaseSettings):
 class Settings(BaseSettings):
     """Connection, state folder and defaults; secrets stay SecretStr so they never print."""
 
-    model_config = SettingsConfigDict(env_file=".env", extra="ignore")
+    model_config = SettingsConfigDict(env_file=ENV_FILE, extra="ignore")
 
     openai_api_key: SecretStr | None = Field(None, validation_alias="OPENAI_API_KEY")
     openai_base_url: str | None = Field(None, validation_alias="OPENAI_BASE_URL")

@@ -2,7 +2,13 @@
 
 from __future__ import annotations
 
+import os
+
+os.environ["FTPIPE_ENV_FILE"] = os.devnull  # a developer's .env must never reach a test
+
+import ipaddress
 import json
+import socket
 from collections.abc import Callable, Iterator
 from pathlib import Path
 
@@ -24,6 +30,44 @@ ISOLATED_VARS = (
     "FTPIPE_LOCAL_API_KEY",
     "FTPIPE_LOCAL_JOB_SPEED",
 )
+
+
+def _loopback(host: object) -> bool:
+    if host in (None, "localhost", ""):
+        return True
+    try:
+        return ipaddress.ip_address(str(host).split("%")[0]).is_loopback
+    except ValueError:
+        return False
+
+
+@pytest.fixture(autouse=True)
+def loopback_only(monkeypatch: pytest.MonkeyPatch) -> None:
+    """Tests talk to this machine only: any other address is refused before a packet leaves."""
+    real_connect, real_connect_ex = socket.socket.connect, socket.socket.connect_ex
+    real_getaddrinfo = socket.getaddrinfo
+
+    def check(sock: socket.socket, address: object) -> None:
+        inet = sock.family in (socket.AF_INET, socket.AF_INET6) and isinstance(address, tuple)
+        if inet and not _loopback(address[0]):
+            raise ConnectionRefusedError(f"tests may only reach loopback, not {address[0]}")
+
+    def connect(sock: socket.socket, address: object) -> None:
+        check(sock, address)
+        real_connect(sock, address)
+
+    def connect_ex(sock: socket.socket, address: object) -> int:
+        check(sock, address)
+        return real_connect_ex(sock, address)
+
+    def getaddrinfo(host: object, *args: object, **kwargs: object) -> list:
+        if not _loopback(host):
+            raise socket.gaierror(f"tests may only resolve loopback names, not {host}")
+        return real_getaddrinfo(host, *args, **kwargs)
+
+    monkeypatch.setattr(socket.socket, "connect", connect)
+    monkeypatch.setattr(socket.socket, "connect_ex", connect_ex)
+    monkeypatch.setattr(socket, "getaddrinfo", getaddrinfo)
 
 
 @pytest.fixture(autouse=True)

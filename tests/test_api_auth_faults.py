@@ -14,6 +14,8 @@ from ftpipe.settings import FaultSettings
 from tests import openapi
 from tests.conftest import StartServer, strict_client
 
+AUTH = {"Authorization": "Bearer test-key"}
+
 
 def envelope(response: httpx.Response) -> dict[str, Any]:
     """The body's `error`, after checking the body against the spec's ErrorResponse."""
@@ -24,7 +26,7 @@ def envelope(response: httpx.Response) -> dict[str, Any]:
 
 
 def set_faults(server: RunningServer, **faults: Any) -> dict[str, Any]:
-    response = httpx.post(f"{server.url}/_ftpipe/faults", json=faults, timeout=10)
+    response = httpx.post(f"{server.url}/_ftpipe/faults", json=faults, headers=AUTH, timeout=10)
     assert response.status_code == 200
     return response.json()
 
@@ -160,10 +162,16 @@ def test_always_500(start_server: StartServer) -> None:
 def test_faults_change_at_run_time(server: RunningServer) -> None:
     client = strict_client(server.base_url)
     assert client.models.list().data
-    assert httpx.get(f"{server.url}/_ftpipe/faults", timeout=10).json()["rate_500"] == 0.0
+    assert (
+        httpx.get(f"{server.url}/_ftpipe/faults", headers=AUTH, timeout=10).json()["rate_500"]
+        == 0.0
+    )
 
     assert set_faults(server, rate_500=1.0)["rate_500"] == 1.0
-    assert httpx.get(f"{server.url}/_ftpipe/faults", timeout=10).json()["rate_500"] == 1.0
+    assert (
+        httpx.get(f"{server.url}/_ftpipe/faults", headers=AUTH, timeout=10).json()["rate_500"]
+        == 1.0
+    )
     with pytest.raises(openai.InternalServerError):
         client.models.list()
 
@@ -201,6 +209,11 @@ def test_health(server: RunningServer) -> None:
 
 
 def test_invalid_fault_setting_is_a_client_error(server: RunningServer) -> None:
-    response = httpx.post(f"{server.url}/_ftpipe/faults", json={"rate_500": 2}, timeout=10)
+    response = httpx.post(
+        f"{server.url}/_ftpipe/faults", json={"rate_500": 2}, headers=AUTH, timeout=10
+    )
     assert response.status_code in (400, 422)
-    assert httpx.get(f"{server.url}/_ftpipe/faults", timeout=10).json()["rate_500"] == 0.0
+    assert (
+        httpx.get(f"{server.url}/_ftpipe/faults", headers=AUTH, timeout=10).json()["rate_500"]
+        == 0.0
+    )

@@ -51,6 +51,7 @@ def local_api(isolated_env: Path) -> Iterator[tuple[str, Path]]:
     yield json.loads(marker.read_text())["url"], isolated_env
     process.terminate()
     process.wait(timeout=30)
+    assert not marker.exists(), "a stopped server must take back its announcement"
 
 
 @pytest.mark.slow
@@ -99,6 +100,12 @@ def test_quickstart_runs_on_embedded_defaults(isolated_env: Path) -> None:
     assert result.returncode == 0, result.stdout + result.stderr
     assert "started the local OpenAI-compatible server at http://127.0.0.1:" in result.stderr
     assert "fine-tuned model ft:gpt-4o-mini-2024-07-18:local:walkthrough:" in result.stdout
+
+
+def test_openai_backend_without_key_is_a_clear_error(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv("FTPIPE_BACKEND", "openai")
+    with pytest.raises(ValueError, match="needs OPENAI_API_KEY"):
+        make_client()
 
 
 def test_quickstart_reports_a_failed_job_plainly(isolated_env: Path, tmp_path: Path) -> None:

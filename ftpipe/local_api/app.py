@@ -7,6 +7,7 @@ fault-injection controls. Every answer, errors included, is in OpenAI's shape.
 from __future__ import annotations
 
 import asyncio
+import logging
 import os
 import random
 import secrets
@@ -25,6 +26,9 @@ from ftpipe.local_api.store import Store
 from ftpipe.settings import FaultSettings, LocalApiSettings
 
 Handler = Callable[[Request], Awaitable[Response]]
+
+OPEN_PATHS = ("/_ftpipe/health", "/_ftpipe/docs", "/openapi.json")
+log = logging.getLogger("ftpipe.local_api")
 
 MISSING_KEY = (
     "You didn't provide an API key. You need to provide your API key in an Authorization "
@@ -95,17 +99,27 @@ def create_app(
     @app.middleware("http")
     async def guard(request: Request, call_next: Handler) -> Response:
         """Auth and injected faults, applied before a request touches any state."""
-        if not request.url.path.startswith("/v1/"):
+        path = request.url.path
+        if path.startswith(OPEN_PATHS):
             return await call_next(request)
         expected = app.state.local.api_key
         denied = _auth_error(request, expected.get_secret_value() if expected else None)
         if denied:
             return errors.error_response(denied)
         faults: FaultSettings = app.state.faults
-        if faults.latency_ms:
-            await asyncio.sleep(faults.latency_ms / 1000)
-        fault = _injected_fault(faults, app.state.dice)
-        return errors.error_response(fault) if fault else await call_next(request)
+        if path.startswith("/v1/"):
+            if faults.latency_ms:
+                await asyncio.sleep(faults.latency_ms / 1000)
+            fault = _injected_fault(faults, app.state.dice)
+            if fault:
+                return errors.error_response(fault)
+        try:
+            return await call_next(request)
+        except Exception as error:  # answered here so the connection stays usable
+            log.exception("local server error on %s %s", request.method, path)
+            return errors.error_response(
+                errors.ApiError(500, f"The local server had an error: {error}", code="server_error")
+            )
 
     for router in (models, files, uploads, fine_tuning, chat, assistants):
         app.include_router(router.router, prefix="/v1")

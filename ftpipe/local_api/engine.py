@@ -188,7 +188,9 @@ def _pairs_from_example(messages: Sequence[dict[str, Any]]) -> list[_Pair]:
         before = messages[:i]
         prompt = _last_text(before, ("user",))
         system = _last_text(before, _SYSTEM_ROLES)
-        pairs.append(_Pair(prompt, system, _content_text(message.get("content"))))
+        reply = _content_text(message.get("content"))
+        if reply:  # a turn holding only tool calls has no text to answer with
+            pairs.append(_Pair(prompt, system, reply))
     return pairs
 
 

@@ -84,6 +84,8 @@ async def handle_validation_error(_: Request, exc: Exception) -> JSONResponse:
     if location[:1] == ["body"] and (len(location) == 1 or location[1].isdigit()):
         return error_response(ApiError(400, "The request body must be a JSON object."))
     param = ".".join(part for part in location if part not in ("body", "query", "path")) or None
+    if first.get("type") == "extra_forbidden":
+        return error_response(ApiError(400, f"Unrecognized request argument supplied: {param}"))
     if first.get("type") == "missing":
         message = f"Missing required parameter: '{param}'."
         return error_response(

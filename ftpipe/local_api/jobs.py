@@ -9,12 +9,14 @@ from __future__ import annotations
 
 import math
 import random
+import shutil
 import time
 from dataclasses import asdict, dataclass, replace
 from typing import Any
 
 from ftpipe import catalog
 from ftpipe.chat_format import check_jsonl_file
+from ftpipe.estimate import billed_tokens_per_epoch, default_epochs
 from ftpipe.local_api.errors import ApiError
 from ftpipe.local_api.progress import RUNNING_FROM, parse_speed, training_step
 from ftpipe.local_api.store import Row, Store, Transaction, new_id, now
@@ -38,16 +40,6 @@ class Plan:
     total_steps: int
     trained_tokens: int
     has_validation: bool
-
-
-def default_epochs(examples: int) -> int:
-    """The data-prep guide's rule: 3 epochs, moved so examples x epochs stays in 100..25,000."""
-    epochs = 3
-    if examples * epochs < 100:
-        epochs = min(25, 100 // max(1, examples))
-    elif examples * epochs > 25_000:
-        epochs = max(1, 25_000 // examples)
-    return epochs
 
 
 def default_batch_size(examples: int) -> int:
@@ -88,7 +80,7 @@ def make_plan(store: Store, model: str, training: str, validation: str | None, h
     n_epochs = int(_resolve(hp.get("n_epochs"), default_epochs(examples)))
     batch_size = int(_resolve(hp.get("batch_size"), default_batch_size(examples)))
     lr = float(_resolve(hp.get("learning_rate_multiplier"), 1.8))
-    billed = sum(min(tokens, limit or tokens) for tokens in check.token_counts)
+    billed = billed_tokens_per_epoch(check.token_counts, limit)
     steps = max(1, math.ceil(examples / batch_size)) * n_epochs
     return Plan(
         error=error,
@@ -118,9 +110,9 @@ def _hyperparameters(request: dict) -> dict[str, Any]:
 
 
 def _check_file(tx: Transaction, file_id: str | None, param: str) -> None:
-    if not file_id:
+    if file_id is None:
         return
-    row = tx.get("file", file_id)
+    row = tx.get("file", file_id) if file_id else None
     if row is None:
         raise ApiError(400, f"invalid {param}: {file_id}", param=param, code="invalid_file_id")
     if row.body["purpose"] != "fine-tune":
@@ -203,7 +195,7 @@ def create_job(store: Store, request: dict, speed: str) -> dict[str, Any]:
         "trained_tokens": None,
         "training_file": request["training_file"],
         "validation_file": request.get("validation_file"),
-        "integrations": None,
+        "integrations": request.get("integrations"),
         "seed": seed,
         "estimated_finish": (
             created + int(parsed_speed.amount) if parsed_speed.mode == "seconds" else None
@@ -265,7 +257,7 @@ def advance(tx: Transaction, store: Store, row: Row, *, retrieve: bool = False) 
         return row
     if progress >= RUNNING_FROM:
         _start_running(tx, row)
-        _train_until(tx, row, training_step(progress, state["plan"]["total_steps"]))
+        _train_until(tx, store, row, training_step(progress, state["plan"]["total_steps"]))
     if progress >= 1.0:
         _succeed(tx, store, row)
     tx.update(row)
@@ -329,7 +321,7 @@ def _checkpoint_steps(plan: dict) -> list[int]:
     return [per_epoch * epoch for epoch in range(first, plan["n_epochs"] + 1)]
 
 
-def _train_until(tx: Transaction, row: Row, target: int) -> None:
+def _train_until(tx: Transaction, store: Store, row: Row, target: int) -> None:
     """Write the metrics events and checkpoints of the steps done since the last read."""
     state = row.internal
     plan = state["plan"]
@@ -342,7 +334,7 @@ def _train_until(tx: Transaction, row: Row, target: int) -> None:
             data = {**metrics, "total_steps": plan["total_steps"]}
             _event(tx, row, message, kind="metrics", data=data)
         if step in checkpoints:
-            _checkpoint(tx, row, step, metrics)
+            _checkpoint(tx, store, row, step, metrics)
     state["step"] = max(state["step"], target)
 
 
@@ -353,7 +345,9 @@ def model_name(row: Row) -> str:
     return f"ft:{base}:{ORGANIZATION}:{row.body.get('suffix') or ''}:{short}"
 
 
-def _checkpoint(tx: Transaction, row: Row, step: int, metrics: dict[str, float]) -> None:
+def _checkpoint(
+    tx: Transaction, store: Store, row: Row, step: int, metrics: dict[str, float]
+) -> None:
     checkpoint_model = f"{model_name(row)}:ckpt-step-{step}"
     created = now()
     tx.insert(
@@ -369,20 +363,24 @@ def _checkpoint(tx: Transaction, row: Row, step: int, metrics: dict[str, float])
         },
         parent=row.id,
     )
-    _add_model(tx, checkpoint_model, row)
+    _add_model(tx, store, checkpoint_model, row)
     row.internal["checkpoint_steps"].append(step)
     _event(tx, row, f"Checkpoint created at step {step}")
 
 
-def _add_model(tx: Transaction, name: str, row: Row) -> None:
+def _add_model(tx: Transaction, store: Store, name: str, row: Row) -> None:
+    """Register a model; it keeps its own copy of the training data, as a trained model would."""
+    data = store.model_data_path(row.id)
+    if not data.exists():
+        shutil.copyfile(store.file_path(row.body["training_file"]), data)
     if tx.get("model", name) is None:
         body = {"id": name, "object": "model", "created": now(), "owned_by": ORGANIZATION}
-        tx.insert("model", body, internal={"training_file": row.body["training_file"]})
+        tx.insert("model", body, internal={"job": row.id})
 
 
 def _succeed(tx: Transaction, store: Store, row: Row) -> None:
     name = model_name(row)
-    _add_model(tx, name, row)
+    _add_model(tx, store, name, row)
     results = _write_results_file(tx, store, row)
     row.body.update(
         status="succeeded",

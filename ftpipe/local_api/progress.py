@@ -26,8 +26,20 @@ class Speed:
         """Progress in [0, 1] after `retrieves` reads and `active_seconds` unpaused seconds."""
         if self.mode == "immediate":
             return 1.0 if retrieves > 0 or active_seconds > 0 else 0.0
-        done = retrieves if self.mode == "retrieves" else active_seconds
-        return min(1.0, done / self.amount)
+        if self.mode == "seconds":
+            return min(1.0, active_seconds / self.amount)
+        return _by_reads(retrieves, int(self.amount))
+
+
+def _by_reads(reads: int, needed: int) -> float:
+    """Read 1 shows the job queued, reads 2..N-1 running, read N done: every stage is seen."""
+    if reads <= 0:
+        return 0.0
+    if reads >= needed:
+        return 1.0
+    if reads == 1:
+        return RUNNING_FROM / 2
+    return RUNNING_FROM + (reads - 1) / (needed - 1) * (1.0 - RUNNING_FROM)
 
 
 def parse_speed(value: str) -> Speed:

@@ -12,7 +12,9 @@ import ipaddress
 import json
 import logging
 import os
+import signal
 import socket
+import sys
 import threading
 from dataclasses import dataclass
 from pathlib import Path
@@ -153,13 +155,16 @@ def local_base_url(settings: Settings) -> str:
 def serve_forever(settings: Settings, host: str, port: int) -> None:
     """Serve in the foreground until interrupted, announced in the discovery file meanwhile."""
     root = settings.state_dir("local_api")
+    server = _uvicorn(root, settings.local, settings.faults)  # settings checked before announcing
     sock = bind_socket(host, port)
     url = _url(sock)
     marker = discovery_path(root)
     marker.write_text(json.dumps({"url": url, "pid": os.getpid(), "root": str(root)}))
     log.info("Local OpenAI-compatible server listening on %s/v1 (state in %s)", url, root)
+    # uvicorn re-raises SIGTERM after its shutdown; make that an exit that runs `finally`.
+    signal.signal(signal.SIGTERM, lambda *_: sys.exit(0))
     try:
-        _uvicorn(root, settings.local, settings.faults).run(sockets=[sock])
+        server.run(sockets=[sock])
     finally:
         with contextlib.suppress(OSError, ValueError):
             if json.loads(marker.read_text()).get("pid") == os.getpid():

@@ -71,7 +71,8 @@ class Store:
         self.root = root
         self.files_dir = root / "files"
         self.parts_dir = root / "upload_parts"
-        for folder in (self.files_dir, self.parts_dir):
+        self.models_dir = root / "models"
+        for folder in (self.files_dir, self.parts_dir, self.models_dir):
             folder.mkdir(parents=True, exist_ok=True)
         self.db_path = root / "state.sqlite3"
         with self._connect() as conn:
@@ -115,6 +116,10 @@ class Store:
 
     def part_path(self, part_id: str) -> Path:
         return self.parts_dir / part_id
+
+    def model_data_path(self, job_id: str) -> Path:
+        """The training data a fine-tuned model answers from, copied when it was created."""
+        return self.models_dir / f"{job_id}.jsonl"
 
 
 class Transaction:

@@ -7,7 +7,8 @@ from typing import Annotated, Any
 from fastapi import APIRouter, Query, Request
 from pydantic import BaseModel, ConfigDict, Field
 
-from ftpipe.local_api.errors import not_found
+from ftpipe import catalog
+from ftpipe.local_api.errors import ApiError, not_found
 from ftpipe.local_api.routes.common import check_limit, list_body, ordered, store_of
 from ftpipe.local_api.store import Row, Transaction, new_id, now, paginate
 
@@ -15,7 +16,7 @@ router = APIRouter()
 
 
 class AssistantFields(BaseModel):
-    model_config = ConfigDict(extra="ignore")
+    model_config = ConfigDict(extra="forbid")
 
     model: str | None = None
     name: str | None = Field(None, max_length=256)
@@ -27,6 +28,7 @@ class AssistantFields(BaseModel):
     top_p: float | None = Field(None, ge=0, le=1)
     response_format: Any = None
     tool_resources: dict[str, Any] | None = None
+    reasoning_effort: str | None = None
 
 
 class CreateAssistant(AssistantFields):
@@ -34,7 +36,7 @@ class CreateAssistant(AssistantFields):
 
 
 class CreateThread(BaseModel):
-    model_config = ConfigDict(extra="ignore")
+    model_config = ConfigDict(extra="forbid")
 
     messages: list[dict[str, Any]] | None = None
     metadata: dict[str, str] | None = None
@@ -46,6 +48,18 @@ def _get(tx: Transaction, kind: str, object_id: str, param: str) -> Row:
     if row is None:
         raise not_found(kind, object_id, param)
     return row
+
+
+def _check_model(tx: Transaction, model: str) -> None:
+    if tx.get("model", model) is None and (
+        catalog.lookup(model) is None or model.startswith("ft:")
+    ):
+        raise ApiError(
+            400,
+            f"The requested model '{model}' does not exist.",
+            param="model",
+            code="model_not_found",
+        )
 
 
 @router.post("/assistants")
@@ -66,6 +80,7 @@ def create_assistant(body: CreateAssistant, request: Request) -> dict[str, Any]:
         "response_format": body.response_format or "auto",
     }
     with store_of(request).transaction() as tx:
+        _check_model(tx, body.model)
         tx.insert("assistant", assistant)
     return assistant
 
@@ -94,7 +109,9 @@ def retrieve_assistant(assistant_id: str, request: Request) -> dict[str, Any]:
 def modify_assistant(assistant_id: str, body: AssistantFields, request: Request) -> dict[str, Any]:
     with store_of(request).transaction() as tx:
         row = _get(tx, "assistant", assistant_id, "assistant_id")
-        row.body.update(body.model_dump(exclude_unset=True))
+        if body.model is not None:
+            _check_model(tx, body.model)
+        row.body.update(body.model_dump(exclude_unset=True, exclude={"reasoning_effort"}))
         tx.update(row)
     return row.body
 

@@ -45,6 +45,42 @@ def _image_parts(messages: list[dict[str, Any]]) -> Iterator[tuple[str, dict[str
                     yield f"messages.[{i}].content.[{j}].image_url", part
 
 
+def _bad_content(i: int, problem: str, param: str = "content") -> ApiError:
+    return ApiError(
+        400,
+        f"Invalid 'messages[{i}].{param}': {problem}",
+        param=f"messages.[{i}].{param}",
+        code="invalid_value",
+    )
+
+
+def _check_content(i: int, message: dict[str, Any]) -> None:
+    """Content is a string or a list of text/image parts; only tool-calling replies may omit it."""
+    content = message.get("content")
+    if content is None:
+        if message.get("role") == "assistant" and (
+            message.get("tool_calls") or message.get("function_call")
+        ):
+            return
+        raise _bad_content(i, "expected a string or a list of content parts, got nothing.")
+    if isinstance(content, str):
+        return
+    if not isinstance(content, list):
+        raise _bad_content(i, f"expected a string or a list, got {type(content).__name__}.")
+    for j, part in enumerate(content):
+        kind = part.get("type") if isinstance(part, dict) else None
+        if kind == "text" and isinstance(part.get("text"), str):
+            continue
+        if kind == "image_url" and isinstance((part.get("image_url") or {}).get("url"), str):
+            continue
+        raise _bad_content(
+            i,
+            "each part needs type 'text' with a string 'text', or type 'image_url' with "
+            "an 'image_url.url'.",
+            f"content.[{j}]",
+        )
+
+
 def _check_messages(messages: list[dict[str, Any]]) -> int:
     """Reject malformed messages and unreadable images; return the images' prompt tokens."""
     for i, message in enumerate(messages):
@@ -57,6 +93,7 @@ def _check_messages(messages: list[dict[str, Any]]) -> int:
                 param=f"messages.[{i}].role",
                 code="invalid_value",
             )
+        _check_content(i, message)
     image_tokens = 0
     for param, part in _image_parts(messages):
         image = part.get("image_url") or {}
@@ -80,22 +117,21 @@ def _text_only(messages: list[dict[str, Any]]) -> list[dict[str, Any]]:
     return result
 
 
-def _trained(request: Request, training_file: str) -> engine.TrainedReplies:
-    """The fine-tuned model's engine, built once per training file and kept in memory."""
+def _trained(request: Request, job_id: str) -> engine.TrainedReplies:
+    """The fine-tuned model's engine, built once per model and kept in memory."""
     cache: dict[str, engine.TrainedReplies] = request.app.state.engines
-    if training_file not in cache:
-        path = store_of(request).file_path(training_file)
-        if not path.exists():
-            raise ApiError(
-                404,
-                f"The training file {training_file} of this model was deleted; the local "
-                "server answers from it and cannot serve the model without it.",
-                param="model",
-                code="model_not_found",
-            )
-        with path.open("rb") as lines:
-            cache[training_file] = engine.TrainedReplies.from_jsonl(lines)
-    return cache[training_file]
+    if job_id not in cache:
+        with store_of(request).model_data_path(job_id).open("rb") as lines:
+            try:
+                cache[job_id] = engine.TrainedReplies.from_jsonl(lines)
+            except ValueError as error:
+                raise ApiError(
+                    400,
+                    f"The local stand-in cannot answer for this model: {error}",
+                    param="model",
+                    code="model_not_supported",
+                ) from error
+    return cache[job_id]
 
 
 def _reply(request: Request, model: str, messages: list[dict[str, Any]]) -> tuple[str, str]:
@@ -103,7 +139,7 @@ def _reply(request: Request, model: str, messages: list[dict[str, Any]]) -> tupl
     with store_of(request).reader() as tx:
         row = tx.get("model", model)
     if row is not None:
-        return _trained(request, row.internal["training_file"]).reply(messages), model
+        return _trained(request, row.internal["job"]).reply(messages), model
     info = catalog.lookup(model)
     if info is None or model.startswith("ft:"):
         raise model_not_found(model)

@@ -16,7 +16,7 @@ router = APIRouter()
 
 
 class CreateJob(BaseModel):
-    model_config = ConfigDict(extra="allow")
+    model_config = ConfigDict(extra="forbid")
 
     model: str
     training_file: str
@@ -51,7 +51,15 @@ def _check_hyperparameters(request: CreateJob) -> None:
     sources = (("hyperparameters", request.hyperparameters or {}), ("method", method_hp))
     for source, values in sources:
         for name, value in values.items():
-            if name in HP_RULES and not _hp_ok(name, value):
+            if name not in HP_RULES:
+                raise ApiError(
+                    400,
+                    f"Unknown hyperparameter '{name}'; supervised fine-tuning takes "
+                    f"{', '.join(HP_RULES)}.",
+                    param=f"{source}.{name}",
+                    code="invalid_value",
+                )
+            if not _hp_ok(name, value):
                 raise ApiError(
                     400,
                     f"Invalid {name} {value!r}: it must be {HP_RULES[name][3]}.",
@@ -60,9 +68,23 @@ def _check_hyperparameters(request: CreateJob) -> None:
                 )
 
 
+def _check_integrations(request: CreateJob) -> None:
+    """Weights & Biases is the one integration the API knows; its shape is checked, then kept."""
+    for index, item in enumerate(request.integrations or []):
+        project = (item.get("wandb") or {}).get("project") if isinstance(item, dict) else None
+        if item.get("type") != "wandb" or not isinstance(project, str):
+            raise ApiError(
+                400,
+                "Each integration must be {'type': 'wandb', 'wandb': {'project': ...}}.",
+                param=f"integrations.[{index}]",
+                code="invalid_value",
+            )
+
+
 @router.post("/fine_tuning/jobs")
 def create_job(body: CreateJob, request: Request) -> dict[str, Any]:
     _check_hyperparameters(body)
+    _check_integrations(body)
     speed = request.app.state.local.job_speed
     return jobs.create_job(store_of(request), body.model_dump(exclude_none=True), speed)
 
@@ -81,14 +103,14 @@ def list_jobs(
     }
     store = store_of(request)
     with store.transaction() as tx:
-        rows = [jobs.advance(tx, store, row) for row in tx.all("job")]
-    if wanted:
         rows = [
             row
-            for row in rows
+            for row in tx.all("job")
             if all((row.body.get("metadata") or {}).get(k) == v for k, v in wanted.items())
         ]
-    page = paginate(rows, after=after, limit=limit)
+        page = paginate(rows, after=after, limit=limit)
+        for row in page.rows:
+            jobs.advance(tx, store, row)
     body = list_body(page)
     body["data"] = [jobs.public(row) for row in page.rows]
     return body

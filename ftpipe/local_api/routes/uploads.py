@@ -19,7 +19,7 @@ from ftpipe.local_api.routes.files import (
     copy_parts,
     too_large,
 )
-from ftpipe.local_api.store import Row, Transaction, new_id, now
+from ftpipe.local_api.store import Row, Store, Transaction, new_id, now
 
 router = APIRouter()
 
@@ -42,13 +42,20 @@ def _get_upload(tx: Transaction, upload_id: str) -> Row:
     row = tx.get("upload", upload_id)
     if row is None:
         raise not_found("upload", upload_id, "upload_id")
-    if row.body["status"] == "pending" and time.time() > row.body["expires_at"]:
-        row.body["status"] = "expired"
-        tx.update(row)
     return row
 
 
-def _require_pending(row: Row) -> None:
+def _expire(store: Store, upload_id: str) -> None:
+    """Mark a pending upload past its hour as expired, in a transaction of its own."""
+    with store.transaction() as tx:
+        row = tx.get("upload", upload_id)
+        if row and row.body["status"] == "pending" and time.time() > row.body["expires_at"]:
+            row.body["status"] = "expired"
+            tx.update(row)
+
+
+def _pending(tx: Transaction, upload_id: str) -> Row:
+    row = _get_upload(tx, upload_id)
     if row.body["status"] != "pending":
         raise ApiError(
             400,
@@ -57,14 +64,19 @@ def _require_pending(row: Row) -> None:
             param="upload_id",
             code="upload_not_pending",
         )
+    return row
 
 
 @router.post("/uploads")
 def create_upload(body: CreateUpload, request: Request) -> dict[str, Any]:
     check_purpose(body.purpose, body.filename)
+    if "/" not in body.mime_type:
+        raise ApiError(400, f"Invalid mime_type {body.mime_type!r}.", param="mime_type")
     limit = request.app.state.local.max_upload_bytes
     if body.bytes > limit:
-        raise too_large(body.bytes, limit, "Upload")
+        error = too_large(body.bytes, limit, "Upload")
+        error.param = "bytes"
+        raise error
     created = now()
     upload = {
         "id": new_id("upload_"),
@@ -87,8 +99,9 @@ def add_part(
     upload_id: str, request: Request, data: Annotated[UploadFile, File()]
 ) -> dict[str, Any]:
     store = store_of(request)
+    _expire(store, upload_id)
     with store.transaction() as tx:
-        _require_pending(_get_upload(tx, upload_id))
+        _pending(tx, upload_id)
     part_id = new_id("part_")
     limit = request.app.state.local.max_part_bytes
     copy_limited(data.file, store.part_path(part_id), limit, "Upload part")
@@ -98,19 +111,17 @@ def add_part(
     return part
 
 
-@router.post("/uploads/{upload_id}/complete")
-def complete_upload(upload_id: str, body: CompleteUpload, request: Request) -> dict[str, Any]:
-    store = store_of(request)
-    with store.transaction() as tx:
-        row = _get_upload(tx, upload_id)
-        _require_pending(row)
-        known = {part.id for part in tx.all("upload_part", parent=upload_id)}
-    unknown = [part_id for part_id in body.part_ids if part_id not in known]
-    if unknown:
-        raise ApiError(
-            400, f"Part {unknown[0]} does not belong to upload {upload_id}.", param="part_ids"
-        )
-    paths = [store.part_path(part_id) for part_id in body.part_ids]
+def _parts_of(store: Store, tx: Transaction, row: Row, part_ids: list[str]) -> list[Path]:
+    """The parts to assemble, in order; every id must belong to the upload, once."""
+    known = {part.id for part in tx.all("upload_part", parent=row.id)}
+    for part_id in part_ids:
+        if part_id not in known:
+            raise ApiError(
+                400, f"Part {part_id} does not belong to upload {row.id}.", param="part_ids"
+            )
+    if len(set(part_ids)) != len(part_ids):
+        raise ApiError(400, "part_ids lists the same part more than once.", param="part_ids")
+    paths = [store.part_path(part_id) for part_id in part_ids]
     received = sum(path.stat().st_size for path in paths)
     if received != row.body["bytes"]:
         raise ApiError(
@@ -119,16 +130,32 @@ def complete_upload(upload_id: str, body: CompleteUpload, request: Request) -> d
             param="part_ids",
             code="upload_size_mismatch",
         )
+    return paths
+
+
+@router.post("/uploads/{upload_id}/complete")
+def complete_upload(upload_id: str, body: CompleteUpload, request: Request) -> dict[str, Any]:
+    store = store_of(request)
+    _expire(store, upload_id)
+    with store.transaction() as tx:  # claim the upload, so a racing completion is refused
+        row = _pending(tx, upload_id)
+        paths = _parts_of(store, tx, row, body.part_ids)
+        row.body["status"] = "completed"
+        tx.update(row)
     file_id = new_id("file-")
     target = store.file_path(file_id)
     copy_parts(paths, target)
     if body.md5 and _md5(target) != body.md5.lower():
         target.unlink(missing_ok=True)
+        with store.transaction() as tx:
+            row.body["status"] = "pending"
+            tx.update(row)
         raise ApiError(400, "The md5 of the assembled file does not match 'md5'.", param="md5")
-    file = add_file(store, file_id, row.body["filename"], row.body["purpose"], received)
+    file = add_file(
+        store, file_id, row.body["filename"], row.body["purpose"], target.stat().st_size
+    )
     with store.transaction() as tx:
-        row = _get_upload(tx, upload_id)
-        row.body.update(status="completed", file=file)
+        row.body["file"] = file
         tx.update(row)
     for path in paths:
         path.unlink(missing_ok=True)
@@ -138,9 +165,9 @@ def complete_upload(upload_id: str, body: CompleteUpload, request: Request) -> d
 @router.post("/uploads/{upload_id}/cancel")
 def cancel_upload(upload_id: str, request: Request) -> dict[str, Any]:
     store = store_of(request)
+    _expire(store, upload_id)
     with store.transaction() as tx:
-        row = _get_upload(tx, upload_id)
-        _require_pending(row)
+        row = _pending(tx, upload_id)
         row.body["status"] = "cancelled"
         tx.update(row)
         parts = [store.part_path(part.id) for part in tx.all("upload_part", parent=upload_id)]
