@@ -1,0 +1,73 @@
+"""The `prepare_dataset` flow: CSV files, folders, CSV text or dialogue logs in, chat JSONL out."""
+
+from __future__ import annotations
+
+from typing import Any, Literal
+
+from prefect import flow
+
+from ftpipe.prepare.options import PrepareOptions
+from tasks.prepare import prepare_files, publish_report
+
+
+@flow(name="prepare_dataset")
+def prepare_dataset(
+    paths: list[str],
+    csv_text: str | None = None,
+    model: str = "gpt-4o-mini",
+    label: Literal["positive", "negative"] | None = None,
+    text_column: str | None = None,
+    label_column: str | None = None,
+    column_map: dict[str, str] | None = None,
+    system_instruction: str | None = None,
+    sentiments: list[Literal["positive", "negative", "neutral"]] | None = None,
+    redact: bool = False,
+    truncate: bool = False,
+    validation_share: float = 0.1,
+    seed: int = 42,
+    max_rejects: int | None = None,
+    out_dir: str = "data/processed",
+) -> dict[str, Any]:
+    """Validate and convert the inputs into train/validation JSONL with a readable report.
+
+    Args:
+        paths: CSV files, folders of CSVs or dialogue logs (.json), or chat JSONL files.
+        csv_text: CSV given as text, in addition to (or instead of) the paths.
+        model: The model to fine-tune; sets the tokenizer and the per-example token limit.
+        label: Label mode: every text becomes an example answered with this label.
+        text_column: Label mode: the column holding the text.
+        label_column: Label mode: the column holding each row's label.
+        column_map: Roles to columns, e.g. {"user": "Q", "assistant": "A"}.
+        system_instruction: A system message for every CSV example.
+        sentiments: Dialogues: keep only exchanges whose reply has one of these sentiments.
+        redact: Dialogues: replace e-mail addresses, phone and card numbers.
+        truncate: Truncate examples over the token limit instead of rejecting them.
+        validation_share: Share of examples held out for validation (at most 1000).
+        seed: Seed of the deterministic train/validation split.
+        max_rejects: Fail when more rows are rejected (default: 10% of the input rows).
+        out_dir: Where `<dataset-id>/` with the outputs is written.
+    """
+    options = PrepareOptions(
+        model=model,
+        label=label,
+        text_column=text_column,
+        label_column=label_column,
+        column_map=column_map,
+        system_instruction=system_instruction,
+        sentiments=sentiments,
+        redact=redact,
+        truncate=truncate,
+        validation_share=validation_share,
+        seed=seed,
+        max_rejects=max_rejects,
+    )
+    result = prepare_files(paths, options, csv_text, out_dir)
+    publish_report(result.report)
+    return {
+        "dataset_id": result.dataset_id,
+        "out_dir": str(result.out_dir),
+        "train": str(result.train_path),
+        "validation": str(result.validation_path) if result.validation_path else None,
+        "counts": result.report["counts"],
+        "cost": result.report["cost"],
+    }

@@ -1,0 +1,1 @@
+"""Dataset preparation: CSV files and saved dialogues in, validated chat JSONL out."""

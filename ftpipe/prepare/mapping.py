@@ -1,0 +1,157 @@
+"""Which CSV columns become which chat roles: recognised pairs, an explicit map, or label mode.
+
+A plan is made once per file from its header, then applied to every batch as a column
+selection, so mapping costs nothing per row.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Literal
+
+import pyarrow as pa
+import pyarrow.compute as pc
+
+from ftpipe.errors import InputError
+from ftpipe.prepare.options import DEFAULT_LABEL_INSTRUCTION, PrepareOptions
+
+PAIRS = (
+    ("prompt", "completion"),
+    ("question", "answer"),
+    ("input", "output"),
+    ("user", "assistant"),
+    ("instruction", "response"),
+)
+SYSTEM_NAMES = ("system", "system_prompt", "system_message")
+TEXT_NAMES = ("text", "review", "message", "content", "sentence", "comment", "body")
+LABEL_NAMES = ("label", "sentiment", "class")
+
+Kind = Literal["column_pairs", "labelled_text"]
+
+
+@dataclass(frozen=True)
+class ColumnPlan:
+    """Source column per role; `label` is set when every row gets the same label."""
+
+    kind: Kind
+    columns: dict[str, str]
+    label: str | None = None
+    system_instruction: str | None = None
+
+    def describe(self) -> str:
+        parts = [f"{role} <- {column!r}" for role, column in self.columns.items()]
+        if self.label:
+            parts.append(f"label = {self.label!r} for every row")
+        return ", ".join(parts)
+
+
+def _find(columns: list[str], names: tuple[str, ...]) -> str | None:
+    """The first column whose name matches one of `names`, ignoring case."""
+    by_lower = {column.lower(): column for column in columns}
+    return next((by_lower[name] for name in names if name in by_lower), None)
+
+
+def _require(source: str, columns: list[str], wanted: str, what: str) -> str:
+    match = _find(columns, (wanted.lower(),))
+    if match is None:
+        raise InputError(source, f"missing required column {wanted!r} ({what}); found {columns}")
+    return match
+
+
+def _label_plan(source: str, columns: list[str], options: PrepareOptions) -> ColumnPlan:
+    label_column = (
+        _require(source, columns, options.label_column, "label column")
+        if options.label_column
+        else None
+    )
+    if options.text_column:
+        text = _require(source, columns, options.text_column, "text column")
+    else:
+        others = [c for c in columns if c != label_column and c.lower() not in LABEL_NAMES]
+        text = _find(columns, TEXT_NAMES) or (others[0] if len(others) == 1 else None)
+        if text is None:
+            raise InputError(
+                source,
+                f"no text column found among {columns}; name it with --text-column",
+            )
+    if options.label is None:
+        label_column = label_column or _find(columns, LABEL_NAMES)
+        if label_column is None:
+            raise InputError(
+                source,
+                f"label mode needs a label column (one of {list(LABEL_NAMES)}) or --label; "
+                f"found {columns}",
+            )
+    mapped = {"text": text} | ({"label": label_column} if options.label is None else {})
+    instruction = options.system_instruction or DEFAULT_LABEL_INSTRUCTION
+    return ColumnPlan("labelled_text", mapped, options.label, instruction)
+
+
+def _pair_plan(columns: list[str]) -> dict[str, str] | None:
+    for user, assistant in PAIRS:
+        user_column, assistant_column = _find(columns, (user,)), _find(columns, (assistant,))
+        if user_column and assistant_column:
+            system = _find(columns, SYSTEM_NAMES)
+            mapped = {"user": user_column, "assistant": assistant_column}
+            return mapped | ({"system": system} if system else {})
+    return None
+
+
+def plan_columns(source: str, columns: list[str], options: PrepareOptions) -> ColumnPlan:
+    """Decide the mapping for one file, or say plainly why its columns cannot be used."""
+    if options.column_map:
+        mapped = {
+            role: _require(source, columns, column, f"mapped to {role}")
+            for role, column in options.column_map.items()
+        }
+        return ColumnPlan("column_pairs", mapped, system_instruction=options.system_instruction)
+    if options.label_mode:
+        return _label_plan(source, columns, options)
+    pair = _pair_plan(columns)
+    if pair:
+        return ColumnPlan("column_pairs", pair, system_instruction=options.system_instruction)
+    if _find(columns, TEXT_NAMES) and _find(columns, LABEL_NAMES):
+        return _label_plan(source, columns, options)
+    names = ", ".join(f"{user}/{assistant}" for user, assistant in PAIRS)
+    raise InputError(
+        source,
+        f"missing required columns: found {columns}; expected a pair such as {names} (any case), "
+        "a text and a label column, --label with a text column, or an explicit column map",
+    )
+
+
+def apply_plan(plan: ColumnPlan, table: pa.Table) -> pa.Table:
+    """The batch's role columns, trimmed, labels lower-cased, in the suite's column names."""
+    arrays: dict[str, pa.Array] = {}
+    for role, column in plan.columns.items():
+        values = pc.utf8_trim_whitespace(table.column(column).combine_chunks())
+        arrays[role] = pc.utf8_lower(values) if role == "label" else values
+    if plan.kind == "labelled_text" and plan.label is not None:
+        arrays["label"] = pa.repeat(pa.scalar(plan.label, pa.string()), table.num_rows)
+    return pa.table(arrays)
+
+
+def trimmed_cells(plan: ColumnPlan, table: pa.Table) -> int:
+    """How many mapped cells had surrounding whitespace (the report's clean-up count)."""
+    total = 0
+    for column in plan.columns.values():
+        values = table.column(column)
+        total += pc.sum(pc.not_equal(values, pc.utf8_trim_whitespace(values))).as_py() or 0
+    return total
+
+
+def to_chat_columns(plan: ColumnPlan, mapped: pa.Table) -> dict[str, pa.Array]:
+    """system/user/assistant arrays ready to render; system may be absent."""
+    rows = mapped.num_rows
+    if plan.kind == "labelled_text":
+        columns = {"user": mapped.column("text"), "assistant": mapped.column("label")}
+    else:
+        columns = {"user": mapped.column("user"), "assistant": mapped.column("assistant")}
+        if "system" in plan.columns:
+            columns["system"] = mapped.column("system")
+    if "system" not in columns and plan.system_instruction:
+        columns["system"] = pa.repeat(pa.scalar(plan.system_instruction, pa.string()), rows)
+    return {
+        role: array.combine_chunks() if isinstance(array, pa.ChunkedArray) else array
+        for role, array in columns.items()
+    }
