@@ -7,6 +7,7 @@ from typing import Any, Literal
 from prefect import flow
 
 from ftpipe.prepare.options import PrepareOptions
+from ftpipe.prepare.pipeline import PrepareFailed
 from tasks.prepare import prepare_files, publish_report
 
 
@@ -61,7 +62,11 @@ def prepare_dataset(
         seed=seed,
         max_rejects=max_rejects,
     )
-    result = prepare_files(paths, options, csv_text, out_dir)
+    try:
+        result = prepare_files(paths, options, csv_text, out_dir)
+    except PrepareFailed as failed:  # the report says what went wrong; show it, then fail
+        publish_report(failed.report)
+        raise
     publish_report(result.report)
     return {
         "dataset_id": result.dataset_id,

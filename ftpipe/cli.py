@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import logging
+import time
 from pathlib import Path
 from typing import Annotated
 
@@ -178,3 +179,148 @@ def prepare(
         + (f" = ${cost['usd']:.4f}" if cost["usd"] is not None else "")
     )
     console.print(f"outputs in {result.out_dir}")
+
+
+@app.command()
+def train(
+    paths: Annotated[list[Path], typer.Argument(help="CSV files/folders, dialogue logs, JSONL.")],
+    model: Annotated[str | None, typer.Option(help="Base model to fine-tune.")] = None,
+    suffix: Annotated[str | None, typer.Option(help="Added to the model's name.")] = None,
+    epochs: Annotated[int | None, typer.Option(help="Epochs (default: automatic).")] = None,
+    wait: Annotated[bool, typer.Option(help="Wait for the job and print the model.")] = False,
+    force: Annotated[bool, typer.Option(help="Launch even if this dataset has a job.")] = False,
+    label: Annotated[str | None, typer.Option(help="Label mode: positive|negative.")] = None,
+    text_column: Annotated[str | None, typer.Option(help="Label mode: text column.")] = None,
+    description: Annotated[str, typer.Option(help="A note kept with the job.")] = "",
+) -> None:
+    """Run the `finetune` flow: prepare, upload, launch (once), and optionally wait."""
+    from flows.finetune import finetune
+    from ftpipe.errors import InputError
+    from ftpipe.finetune.poll import JobFailed, WaitTimeout
+
+    try:
+        result = finetune(
+            paths=[str(path) for path in paths],
+            model=model or get_settings().default_model,
+            label=label,  # type: ignore[arg-type]
+            text_column=text_column,
+            suffix=suffix,
+            n_epochs=epochs,
+            wait=wait,
+            force=force,
+            description=description,
+        )
+    except (InputError, JobFailed, WaitTimeout, openai.APIError) as error:
+        console.print(f"[red]ftpipe train: {error}[/red]")
+        raise typer.Exit(1) from error
+    note = (
+        " (already launched for this dataset; --force makes a new one)" if result["reused"] else ""
+    )
+    console.print(f"job {result['job_id']}: {result['status']}{note}")
+    if result["fine_tuned_model"]:
+        console.print(f"fine-tuned model: {result['fine_tuned_model']}")
+
+
+jobs_app = typer.Typer(
+    help="Fine-tuning jobs in the registry and on the endpoint.", no_args_is_help=True
+)
+app.add_typer(jobs_app, name="jobs")
+
+
+def _job_row(record: object) -> dict[str, object]:
+    from dataclasses import asdict
+
+    return asdict(record)  # type: ignore[call-overload]
+
+
+@jobs_app.command("list")
+def jobs_list(
+    as_json: Annotated[bool, typer.Option("--json", help="Print JSON instead of a table.")] = False,
+) -> None:
+    """Every job ftpipe ever launched, newest first."""
+    import json
+
+    from rich.table import Table
+
+    from ftpipe.registry import default_registry
+
+    records = default_registry().jobs()
+    if as_json:
+        print(json.dumps([_job_row(r) for r in records], indent=2))
+        return
+    table = Table("job", "status", "base model", "fine-tuned model", "dataset", "created")
+    for r in records:
+        created = time.strftime("%Y-%m-%d %H:%M", time.gmtime(r.created_at)) if r.created_at else ""
+        table.add_row(
+            r.job_id, r.status, r.base_model, r.fine_tuned_model or "", r.dataset_id or "", created
+        )
+    console.print(table)
+
+
+def _retrieve(job_id: str) -> object:
+    from ftpipe.client import endpoint_id, make_client
+    from ftpipe.registry import default_registry
+
+    client = make_client()
+    try:
+        job = client.fine_tuning.jobs.retrieve(job_id)
+    except openai.NotFoundError as error:
+        console.print(f"[red]ftpipe jobs: no fine-tuning job {job_id!r} on {client.base_url}[/red]")
+        raise typer.Exit(1) from error
+    return default_registry().update_from_job(job, endpoint_id())
+
+
+@jobs_app.command("show")
+def jobs_show(job_id: str) -> None:
+    """A job's current state (refreshed from the endpoint)."""
+    import json
+
+    print(json.dumps(_job_row(_retrieve(job_id)), indent=2))
+
+
+@jobs_app.command("events")
+def jobs_events(
+    job_id: str, limit: Annotated[int, typer.Option(help="How many of the newest events.")] = 50
+) -> None:
+    """A job's newest events, oldest first."""
+    from ftpipe.client import make_client
+
+    _retrieve(job_id)
+    events = make_client().fine_tuning.jobs.list_events(job_id, limit=limit).data
+    for event in reversed(events):
+        stamp = time.strftime("%Y-%m-%d %H:%M:%S", time.gmtime(event.created_at))
+        console.print(f"{stamp} {event.level:5} {event.message}")
+
+
+@jobs_app.command("cancel")
+def jobs_cancel(job_id: str) -> None:
+    """Cancel a job that has not finished."""
+    from ftpipe.client import endpoint_id, make_client
+    from ftpipe.registry import default_registry
+
+    _retrieve(job_id)
+    client = make_client()
+    try:
+        job = client.fine_tuning.jobs.cancel(job_id)
+    except openai.BadRequestError as error:
+        console.print(f"[red]ftpipe jobs cancel: {error.message}[/red]")
+        raise typer.Exit(1) from error
+    default_registry().update_from_job(job, endpoint_id())
+    console.print(f"job {job.id}: {job.status}")
+
+
+@jobs_app.command("poll")
+def jobs_poll() -> None:
+    """Refresh every unfinished job of the current endpoint in the registry."""
+    from ftpipe.client import endpoint_id, make_client
+    from ftpipe.registry import default_registry
+
+    client, registry = make_client(), default_registry()
+    where = endpoint_id()
+    active = registry.active(endpoint=where)
+    for record in active:
+        fresh = registry.update_from_job(client.fine_tuning.jobs.retrieve(record.job_id), where)
+        console.print(f"job {fresh.job_id}: {fresh.status} {fresh.fine_tuned_model or ''}")
+    registry.export_job_ids(get_settings().home / "job_ids.json")
+    if not active:
+        console.print("no unfinished jobs")

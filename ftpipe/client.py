@@ -70,6 +70,17 @@ def _show_ftpipe_logs() -> None:
         log.setLevel(logging.INFO)
 
 
+def endpoint_id(settings: Settings | None = None) -> str:
+    """A stable name for where jobs live: the embedded server's port changes, its state does not."""
+    settings = settings or get_settings()
+    backend = settings.resolved_backend
+    if backend == "azure":
+        return f"azure:{settings.azure_openai_endpoint}"
+    if backend == "openai":
+        return settings.openai_base_url or "https://api.openai.com/v1"
+    return f"local:{settings.state_dir('local_api')}"
+
+
 def describe_backend(settings: Settings | None = None) -> str:
     """One line saying where requests go, without any secret."""
     settings = settings or get_settings()

@@ -25,13 +25,19 @@ class FaultSettings(BaseSettings):
 
     rate_429: float = Field(0.0, ge=0.0, le=1.0, description="Share of requests answered 429.")
     rate_500: float = Field(0.0, ge=0.0, le=1.0, description="Share of requests answered 500.")
+    rate_500_after: float = Field(
+        0.0,
+        ge=0.0,
+        le=1.0,
+        description="Share of requests carried out, then answered 500 (a lost response).",
+    )
     latency_ms: int = Field(0, ge=0, description="Delay added before every answer.")
     retry_after_s: float = Field(0.05, ge=0.0, description="The retry-after sent with a 429.")
     seed: int | None = Field(None, description="Seed of the fault dice; None draws fresh ones.")
 
     @property
     def active(self) -> bool:
-        return bool(self.rate_429 or self.rate_500 or self.latency_ms)
+        return bool(self.rate_429 or self.rate_500 or self.rate_500_after or self.latency_ms)
 
 
 class LocalApiSettings(BaseSettings):
@@ -46,6 +52,11 @@ class LocalApiSettings(BaseSettings):
         "immediate",
         description="How jobs progress: 'immediate', 'retrieves:N' (done after N reads) "
         "or 'seconds:N' (done N seconds after creation).",
+    )
+    refuse_fine_tuning: bool = Field(
+        False,
+        description="Answer job creation with 403, as OpenAI does for organisations it no "
+        "longer lets fine-tune (to rehearse the wind-down).",
     )
     max_file_bytes: int = Field(512 * 1024**2, gt=0, description="Per-file limit of POST /files.")
     max_part_bytes: int = Field(64 * 1024**2, gt=0, description="Per-part limit of uploads.")
@@ -78,6 +89,13 @@ class Settings(BaseSettings):
     home: Path = Field(Path(".ftpipe"), validation_alias="FTPIPE_HOME")
     default_model: str = Field("gpt-4o-mini", validation_alias="FTPIPE_DEFAULT_MODEL")
     max_retries: int = Field(2, ge=0, validation_alias="FTPIPE_MAX_RETRIES")
+    upload_direct_max_bytes: int = Field(
+        512 * 1024**2,
+        gt=0,
+        validation_alias="FTPIPE_UPLOAD_DIRECT_MAX_BYTES",
+        description="Files up to this size go through files.create; larger ones through Uploads.",
+    )
+    upload_part_bytes: int = Field(64 * 1024**2, gt=0, validation_alias="FTPIPE_UPLOAD_PART_BYTES")
     timeout_s: float = Field(60.0, gt=0, validation_alias="FTPIPE_TIMEOUT_S")
 
     @cached_property

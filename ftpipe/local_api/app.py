@@ -98,7 +98,8 @@ def create_app(
 
     @app.middleware("http")
     async def guard(request: Request, call_next: Handler) -> Response:
-        """Auth and injected faults, applied before a request touches any state."""
+        """Auth, injected faults (before the request, or after it as a lost answer), and a
+        clean 500 for anything unexpected."""
         path = request.url.path
         if path.startswith(OPEN_PATHS):
             return await call_next(request)
@@ -114,12 +115,23 @@ def create_app(
             if fault:
                 return errors.error_response(fault)
         try:
-            return await call_next(request)
+            response = await call_next(request)
         except Exception as error:  # answered here so the connection stays usable
             log.exception("local server error on %s %s", request.method, path)
             return errors.error_response(
                 errors.ApiError(500, f"The local server had an error: {error}", code="server_error")
             )
+        lost = faults.rate_500_after and app.state.dice.random() < faults.rate_500_after
+        if path.startswith("/v1/") and lost:
+            return errors.error_response(
+                errors.ApiError(
+                    500,
+                    "The server had an error after carrying out the request (injected by the "
+                    "local server's fault settings).",
+                    code="server_error",
+                )
+            )
+        return response
 
     for router in (models, files, uploads, fine_tuning, chat, assistants):
         app.include_router(router.router, prefix="/v1")

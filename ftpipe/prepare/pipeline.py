@@ -55,6 +55,10 @@ RULE_DESCRIPTIONS = {
 class PrepareFailed(InputError):
     """The run finished reading but its result must not be used (too many rejects, too few)."""
 
+    def __init__(self, source: str, problem: str, report: dict[str, Any]) -> None:
+        super().__init__(source, problem)
+        self.report = report
+
 
 @dataclass
 class Example:
@@ -639,5 +643,5 @@ def prepare(
         report.update(status="failed", error=problem)
     _publish(work, out_dir, report, failed=problem is not None)
     if problem:
-        raise PrepareFailed(f"dataset {dataset_id}", problem)
+        raise PrepareFailed(f"dataset {dataset_id}", problem, report)
     return PrepareResult(dataset_id, out_dir, report)

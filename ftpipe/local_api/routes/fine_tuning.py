@@ -81,8 +81,17 @@ def _check_integrations(request: CreateJob) -> None:
             )
 
 
+REFUSAL = (
+    "Fine-tuning job creation is not available for your organization: self-serve fine-tuning "
+    "is being wound down. (Refused by the local server's FTPIPE_LOCAL_REFUSE_FINE_TUNING "
+    "setting.)"
+)
+
+
 @router.post("/fine_tuning/jobs")
 def create_job(body: CreateJob, request: Request) -> dict[str, Any]:
+    if request.app.state.local.refuse_fine_tuning:
+        raise ApiError(403, REFUSAL, code="permission_denied")
     _check_hyperparameters(body)
     _check_integrations(body)
     speed = request.app.state.local.job_speed

@@ -1,0 +1,1 @@
+"""The fine-tune lifecycle: upload training files, launch jobs once, wait for them."""

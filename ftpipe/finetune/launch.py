@@ -1,0 +1,231 @@
+"""Launching a fine-tuning job exactly once per dataset and options, on any compatible endpoint.
+
+The launch key (endpoint, dataset, model, options) names the job; its id is recorded in the
+registry before anything else happens after creation. Racing runs settle through a claim in
+the registry; a response lost after the job was created is recovered through the job's
+metadata, so retries never make a second job.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import random
+import time
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from typing import Any, Literal
+
+import openai
+from openai.types.fine_tuning import FineTuningJob
+from pydantic import BaseModel, Field
+
+from ftpipe.errors import InputError
+from ftpipe.finetune.poll import TRANSIENT
+from ftpipe.registry import JobRecord, Registry
+
+REUSABLE = frozenset({"validating_files", "queued", "running", "succeeded"})
+CREATE_ATTEMPTS = 5
+STALE_CLAIM_S = 600.0  # a claim this old belongs to a run that died; take it over
+METADATA_MARK = {"ftpipe": "1"}
+Auto = Literal["auto"]
+
+
+class LaunchOptions(BaseModel):
+    """What a job is trained with; all of it is part of the launch key."""
+
+    model: str = "gpt-4o-mini"
+    n_epochs: int | Auto = Field("auto", description="Epochs (1-50) or 'auto'.")
+    batch_size: int | Auto = Field("auto", description="Batch size (1-256) or 'auto'.")
+    learning_rate_multiplier: float | Auto = Field("auto", description="> 0, or 'auto'.")
+    suffix: str | None = Field(None, max_length=64, description="Added to the model name.")
+    seed: int | None = Field(None, ge=0, le=2_147_483_647)
+
+    def method(self) -> dict[str, Any]:
+        hyperparameters = {
+            "n_epochs": self.n_epochs,
+            "batch_size": self.batch_size,
+            "learning_rate_multiplier": self.learning_rate_multiplier,
+        }
+        return {"type": "supervised", "supervised": {"hyperparameters": hyperparameters}}
+
+
+@dataclass
+class LaunchRequest:
+    """A prepared dataset's files on the endpoint, and how to train on them."""
+
+    dataset_id: str
+    training_file: str
+    validation_file: str | None
+    options: LaunchOptions
+    endpoint: str
+    sources: list[str] = field(default_factory=list)
+    description: str = ""
+    force: bool = False
+
+    def key(self) -> str:
+        """One key per (endpoint, dataset, options): the identity of 'the same launch'."""
+        material = json.dumps(
+            [self.endpoint, self.dataset_id, self.options.model_dump(mode="json")],
+            sort_keys=True,
+        )
+        return hashlib.sha256(material.encode()).hexdigest()[:32]
+
+
+@dataclass(frozen=True)
+class LaunchResult:
+    job: JobRecord
+    reused: bool
+
+
+class LaunchRefused(InputError):
+    """The endpoint will not create fine-tuning jobs (OpenAI's wind-down answers 403)."""
+
+
+class LaunchError(InputError):
+    """The endpoint rejected the job request; the message is the endpoint's own."""
+
+
+def refusal_message(error: openai.APIStatusError, endpoint: str) -> str:
+    detail = error.message if isinstance(error.message, str) else str(error)
+    return (
+        f"{endpoint} refused to create a fine-tuning job ({error.status_code}: {detail}). "
+        "OpenAI is winding down self-serve fine-tuning (no new jobs for anyone from "
+        "2027-01-06). Point ftpipe at another OpenAI-compatible endpoint that fine-tunes "
+        "(OPENAI_BASE_URL with its key, or AZURE_OPENAI_ENDPOINT and AZURE_OPENAI_API_KEY), or "
+        "unset OPENAI_API_KEY to rehearse on the embedded local server."
+    )
+
+
+def _record(request: LaunchRequest, job: FineTuningJob, key: str) -> JobRecord:
+    return JobRecord(
+        job_id=job.id,
+        status=job.status,
+        base_model=job.model,
+        fine_tuned_model=job.fine_tuned_model,
+        dataset_id=request.dataset_id,
+        source_paths=request.sources,
+        training_file=request.training_file,
+        validation_file=request.validation_file,
+        options=request.options.model_dump(mode="json"),
+        description=request.description,
+        created_at=job.created_at,
+        finished_at=job.finished_at,
+        trained_tokens=job.trained_tokens,
+        error=job.error.message if job.error and job.error.message else None,
+        endpoint=request.endpoint,
+        launch_key=key,
+    )
+
+
+def _metadata(request: LaunchRequest, key: str, claim: str) -> dict[str, str]:
+    return {
+        **METADATA_MARK,
+        "ftpipe_dataset": request.dataset_id,
+        "ftpipe_launch_key": key,
+        "ftpipe_claim": claim,
+        "ftpipe_description": request.description[:500],
+        "ftpipe_sources": json.dumps(request.sources)[:500],
+    }
+
+
+def _jobs_with(client: openai.OpenAI, key: str, value: str) -> list[FineTuningJob]:
+    return list(client.fine_tuning.jobs.list(metadata={key: value}, limit=100))
+
+
+def adopt_known_jobs(client: openai.OpenAI, registry: Registry, request: LaunchRequest) -> None:
+    """Jobs the endpoint has for this key but the registry lost (a crash, a new machine)."""
+    key = request.key()
+    known = {record.job_id for record in registry.by_launch_key(key)}
+    for job in _jobs_with(client, "ftpipe_launch_key", key):
+        if job.id not in known:
+            registry.record(_record(request, job, key))
+
+
+def _reusable(
+    client: openai.OpenAI, registry: Registry, key: str, endpoint: str
+) -> JobRecord | None:
+    """The newest job for this key that has not failed or been cancelled, status refreshed."""
+    for record in registry.by_launch_key(key):
+        if record.status in REUSABLE:
+            fresh = registry.update_from_job(
+                client.fine_tuning.jobs.retrieve(record.job_id), endpoint
+            )
+            if fresh.status in REUSABLE:
+                return fresh
+    return None
+
+
+def _create(
+    client: openai.OpenAI,
+    request: LaunchRequest,
+    key: str,
+    claim: str,
+    sleep: Callable[[float], None],
+) -> FineTuningJob:
+    """Create the job; after a transient failure, look for it before trying again."""
+    quiet = client.with_options(max_retries=0)
+    delay = 1.0
+    for attempt in range(1, CREATE_ATTEMPTS + 1):
+        try:
+            return quiet.fine_tuning.jobs.create(
+                model=request.options.model,
+                training_file=request.training_file,
+                validation_file=request.validation_file or openai.omit,
+                method=request.options.method(),  # type: ignore[arg-type]
+                suffix=request.options.suffix or openai.omit,
+                seed=request.options.seed if request.options.seed is not None else openai.omit,
+                metadata=_metadata(request, key, claim),
+            )
+        except openai.PermissionDeniedError as error:
+            raise LaunchRefused("fine-tuning", refusal_message(error, request.endpoint)) from error
+        except openai.BadRequestError as error:
+            raise LaunchError(
+                "fine-tuning", f"the endpoint rejected the job: {error.message}"
+            ) from error
+        except TRANSIENT:
+            created = _jobs_with(client, "ftpipe_claim", claim)
+            if created:
+                return created[0]
+            if attempt == CREATE_ATTEMPTS:
+                raise
+            sleep(delay * random.uniform(0.8, 1.2))
+            delay = min(30.0, delay * 2)
+    raise AssertionError("unreachable")
+
+
+def launch(
+    client: openai.OpenAI,
+    registry: Registry,
+    request: LaunchRequest,
+    *,
+    claim_timeout: float = 120.0,
+    sleep: Callable[[float], None] = time.sleep,
+) -> LaunchResult:
+    """The job for this request: the existing one, or a new one created exactly once."""
+    key = request.key()
+    adopt_known_jobs(client, registry, request)
+    if not request.force:
+        existing = _reusable(client, registry, key, request.endpoint)
+        if existing is not None:
+            return LaunchResult(existing, reused=True)
+    claim = f"{key}#{len(registry.by_launch_key(key))}"
+    if not registry.claim_launch(claim, stale_after=STALE_CLAIM_S):
+        job_id = registry.wait_for_launch(claim, timeout=claim_timeout)
+        record = registry.get(job_id) if job_id else None
+        if record is None:
+            raise LaunchError(
+                "fine-tuning",
+                f"another run was launching this dataset (claim {claim}) and did not finish; "
+                "run again, or with --force",
+            )
+        return LaunchResult(record, reused=True)
+    try:
+        job = _create(client, request, key, claim, sleep)
+        record = _record(request, job, key)
+        registry.record(record)  # first thing after creation: the id is never lost
+        registry.complete_launch(claim, job.id)
+    except BaseException:
+        registry.release_launch(claim)
+        raise
+    return LaunchResult(record, reused=False)
