@@ -16,6 +16,19 @@ from typing import cast
 from ftpipe import catalog, tokens
 
 MIN_EXAMPLES = 10
+# Every issue code, with what it means: the data-prep guide's error types plus two of OpenAI's.
+RULES = {
+    "invalid_json": "each line must be one JSON value",
+    "data_type": "each example and message must be a JSON object",
+    "missing_messages_list": "each example needs a non-empty 'messages' list",
+    "message_missing_key": "each message needs a 'role'",
+    "message_unrecognized_key": "messages may only hold role, content, name, function_call, "
+    "tool_calls, tool_call_id and weight",
+    "unrecognized_role": "roles are system, user, assistant, tool or function",
+    "missing_content": "each message needs non-empty content",
+    "example_missing_assistant_message": "each example needs an assistant message",
+    "invalid_weight": "weight is 0 or 1, and only on assistant messages",
+}
 KNOWN_ROLES = frozenset({"system", "user", "assistant", "tool", "function"})
 ALLOWED_KEYS = frozenset(
     {"role", "content", "name", "function_call", "tool_calls", "tool_call_id", "weight"}

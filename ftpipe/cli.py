@@ -18,7 +18,7 @@ app = typer.Typer(
     no_args_is_help=True,
     pretty_exceptions_show_locals=False,
 )
-console = Console(soft_wrap=True)
+console = Console(soft_wrap=True, markup=False, highlight=False)  # paths may hold "[...]"
 SAMPLE_CHAT = Path("data/samples/ferry_support.jsonl")
 
 
@@ -42,7 +42,7 @@ def local_api(
     try:
         serve_forever(get_settings(), host, port)
     except (ValueError, OSError) as error:
-        console.print(f"[red]ftpipe local-api: {error}[/red]")
+        console.print(f"ftpipe local-api: {error}", style="red")
         raise typer.Exit(2) from error
 
 
@@ -68,7 +68,7 @@ def quickstart(
             poll_seconds=0.2,
         )
     except (RuntimeError, openai.APIError) as error:
-        console.print(f"[red]{error}[/red]")
+        console.print(f"{error}", style="red")
         raise typer.Exit(1) from error
 
 
@@ -144,7 +144,7 @@ def prepare(
     except ValidationError as error:
         first = error.errors()[0]
         field = ".".join(str(part) for part in first["loc"])
-        console.print(f"[red]ftpipe prepare: invalid option {field}: {first['msg']}[/red]")
+        console.print(f"ftpipe prepare: invalid option {field}: {first['msg']}", style="red")
         raise typer.Exit(2) from error
     columns = [
         TextColumn("{task.description}"),
@@ -164,7 +164,7 @@ def prepare(
             )
         except InputError as error:
             bar.stop()
-            console.print(f"[red]ftpipe prepare: {error}[/red]")
+            console.print(f"ftpipe prepare: {error}", style="red")
             raise typer.Exit(1) from error
     counts = result.report["counts"]
     cost = result.report["cost"]
@@ -211,7 +211,7 @@ def train(
             description=description,
         )
     except (InputError, JobFailed, WaitTimeout, openai.APIError) as error:
-        console.print(f"[red]ftpipe train: {error}[/red]")
+        console.print(f"ftpipe train: {error}", style="red")
         raise typer.Exit(1) from error
     note = (
         " (already launched for this dataset; --force makes a new one)" if result["reused"] else ""
@@ -265,7 +265,9 @@ def _retrieve(job_id: str) -> object:
     try:
         job = client.fine_tuning.jobs.retrieve(job_id)
     except openai.NotFoundError as error:
-        console.print(f"[red]ftpipe jobs: no fine-tuning job {job_id!r} on {client.base_url}[/red]")
+        console.print(
+            f"ftpipe jobs: no fine-tuning job {job_id!r} on {client.base_url}", style="red"
+        )
         raise typer.Exit(1) from error
     return default_registry().update_from_job(job, endpoint_id())
 
@@ -303,7 +305,7 @@ def jobs_cancel(job_id: str) -> None:
     try:
         job = client.fine_tuning.jobs.cancel(job_id)
     except openai.BadRequestError as error:
-        console.print(f"[red]ftpipe jobs cancel: {error.message}[/red]")
+        console.print(f"ftpipe jobs cancel: {error.message}", style="red")
         raise typer.Exit(1) from error
     default_registry().update_from_job(job, endpoint_id())
     console.print(f"job {job.id}: {job.status}")

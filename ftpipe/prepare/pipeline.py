@@ -23,6 +23,7 @@ import pyarrow.compute as pc
 
 from ftpipe import catalog, tokens
 from ftpipe.chat_format import MIN_EXAMPLES, check_example
+from ftpipe.chat_format import RULES as FORMAT_RULES
 from ftpipe.errors import InputError
 from ftpipe.estimate import CostEstimate, billed_tokens_per_epoch, cost_for
 from ftpipe.prepare import report as reporting
@@ -117,6 +118,9 @@ class _Run:
         self.picker = ValidationPicker(self.options.seed, self._write_train)
         info = catalog.lookup(self.options.model)
         self.limit = info.training_token_limit if info else None
+        for code, description in FORMAT_RULES.items():
+            self.rule("format", code, None, description, 0)
+        self.rule("limits", "too_many_tokens", None, RULE_DESCRIPTIONS["too_many_tokens"], 0)
         self.role_tokens = {
             role: tokens.count_tokens(role, self.options.model)
             for role in ("system", "user", "assistant")
@@ -162,7 +166,8 @@ class _Run:
         summary: reporting.SourceSummary,
         lines: list[str],
         counts: np.ndarray,
-        origin: list[tuple[int, str]],
+        line_numbers: np.ndarray,
+        excerpts: list[str],
     ) -> None:
         """Drop duplicates of earlier examples, then hand the rest to the split."""
         if not lines:
@@ -173,7 +178,7 @@ class _Run:
         self.reject(
             summary,
             [
-                Reject(summary.name, origin[i][0], "*", "duplicate", origin[i][1])
+                Reject(summary.name, int(line_numbers[i]), "*", "duplicate", excerpts[i])
                 for i in duplicates
             ],
         )
@@ -213,8 +218,9 @@ def _example_tokens(run: _Run, columns: dict[str, pa.Array]) -> np.ndarray:
 def _spot_check(run: _Run, lines: list[str]) -> None:
     """CSV examples are well-formed by construction; a sample per batch proves it stays so."""
     for line in lines[:FORMAT_SPOT_CHECK]:
-        for issue in check_example(json.loads(line)):
-            raise AssertionError(f"rendered an invalid example ({issue.code}): {line[:200]}")
+        issues = check_example(json.loads(line))
+        if issues:
+            raise AssertionError(f"rendered an invalid example ({issues[0].code}): {line[:200]}")
 
 
 def _csv_rows(source: Source) -> Iterator[CsvBatch]:
@@ -343,8 +349,10 @@ def _prepare_csv_batch(
     )
     _spot_check(run, lines)
     survivors = np.flatnonzero(~dropped)
-    origin = [(int(line_numbers[i]), user[i].as_py()) for i in survivors]
-    run.keep(summary, [lines[i] for i in survivors], counts[survivors], origin)
+    if len(survivors) < len(lines):
+        lines = [lines[i] for i in survivors]
+        user = user.take(pa.array(survivors))
+    run.keep(summary, lines, counts[survivors], line_numbers[survivors], user.to_pylist())
 
 
 # -- dialogues and chat JSONL: example by example -------------------------------------------
@@ -392,7 +400,10 @@ def _prepare_examples(run: _Run, summary: reporting.SourceSummary, examples: lis
                 owners[failure.row],
                 Reject(example.source, example.line, failure.column, failure.rule, failure.value),
             )
-    lines, counts, origin = [], [], []
+    lines: list[str] = []
+    counts: list[int] = []
+    line_numbers: list[int] = []
+    excerpts: list[str] = []
     for position, example in enumerate(examples):
         if position in bad:
             continue
@@ -421,17 +432,20 @@ def _prepare_examples(run: _Run, summary: reporting.SourceSummary, examples: lis
         lines.append(render_example(messages))
         counts.append(count)
         first_user = next((m.get("content") for m in messages if m.get("role") == "user"), "")
-        origin.append((example.line, str(first_user)))
+        line_numbers.append(example.line)
+        excerpts.append(str(first_user))
     _count_format_rules(run, list(bad.values()))
     run.reject(summary, sorted(bad.values(), key=lambda r: r.line))
-    run.keep(summary, lines, np.asarray(counts, dtype=np.int64), origin)
+    run.keep(summary, lines, np.asarray(counts, np.int64), np.asarray(line_numbers), excerpts)
 
 
 def _count_format_rules(run: _Run, rejects: list[Reject]) -> None:
     """Chat-format issues join the GX rules in the report's rule table."""
     for reject in rejects:
-        if reject.column == "messages":
-            run.rule("format", reject.rule, "messages", "OpenAI chat-format rule", 1)
+        if reject.rule in FORMAT_RULES:
+            run.rule("format", reject.rule, None, FORMAT_RULES[reject.rule], 1)
+        elif reject.rule == "too_many_tokens":
+            run.rule("limits", reject.rule, None, RULE_DESCRIPTIONS[reject.rule], 1)
 
 
 def _prepare_jsonl(run: _Run, source: Source) -> None:
@@ -449,20 +463,13 @@ def _prepare_jsonl(run: _Run, source: Source) -> None:
         if not isinstance(messages, list) or not all(isinstance(m, dict) for m in messages):
             issue = check_example(parsed)
             code, message = (issue[0].code, issue[0].message) if issue else ("data_type", "")
-            run.rule("format", code, "messages", "OpenAI chat-format rule", 1)
             parse_errors.append(Reject(source.name, number, "messages", code, message))
             continue
         chunk.append(Example(source.name, number, messages))
         if len(chunk) >= EXAMPLE_CHUNK:
             _prepare_examples(run, summary, chunk)
             chunk = []
-    run.rule(
-        "format",
-        "invalid_json",
-        None,
-        "line is not valid JSON",
-        sum(1 for r in parse_errors if r.rule == "invalid_json"),
-    )
+    _count_format_rules(run, parse_errors)
     run.reject(summary, parse_errors)
     _prepare_examples(run, summary, chunk)
     run.advance(source.name, run.done_bytes + source.size)
