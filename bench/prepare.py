@@ -28,7 +28,7 @@ import sys
 import tempfile
 import time
 from collections import defaultdict
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -154,7 +154,9 @@ def _question(rng: random.Random) -> str:
     return text + "?"
 
 
-def _sentence_pool(rng: random.Random, size: int, make: Any) -> list[str]:
+def _sentence_pool(
+    rng: random.Random, size: int, make: Callable[[random.Random], str]
+) -> list[str]:
     """Pre-built sentences: generating 1 GB word by word in Python would take minutes."""
     return [make(rng) for _ in range(size)]
 
@@ -179,12 +181,13 @@ def generate_rows(seed: int) -> Iterator[tuple[str, str, str]]:
     rng = random.Random(seed)
     statements = _sentence_pool(rng, 40_000, _statement)
     questions = _sentence_pool(rng, 8_000, _question)
+    question_body = statements + questions[:2000]
     recent: list[tuple[str, str, str]] = []
     while True:
         if recent and rng.random() < DUPLICATE_SHARE:
             yield rng.choice(recent)
             continue
-        question = _cell(rng, questions, statements + questions[:2000])
+        question = _cell(rng, questions, question_body)
         answer = "" if rng.random() < EMPTY_ANSWER_SHARE else _cell(rng, statements, statements)
         system = rng.choice(SYSTEM_PROMPTS) if rng.random() < SYSTEM_SHARE else ""
         row = (question, answer, system)
@@ -273,7 +276,11 @@ def _num_tokens_from_messages(encoding: Any, messages: list[dict[str, str]]) -> 
 
 
 def run_baseline(csv_path: Path, out_dir: Path) -> dict[str, Any]:
-    """The guide end to end: load, check, count tokens, then write the valid examples."""
+    """The guide end to end: load, check, count tokens, then write the valid examples.
+
+    Empty answers load as NaN and fail `missing_content`; such examples are left out of the
+    counts and the output (the guide's encode would raise on them).
+    """
     import numpy as np
 
     from ftpipe.tokens import encoding_for_model

@@ -10,3 +10,7 @@ class InputError(ValueError):
         super().__init__(f"{source}: {problem}")
         self.source = source
         self.problem = problem
+
+    def __reduce__(self) -> tuple[object, ...]:
+        """Rebuild from (source, problem), so the error survives pickling (Prefect results)."""
+        return (type(self), (self.source, self.problem))

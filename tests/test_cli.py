@@ -62,7 +62,11 @@ def test_sdk_only_script_against_local_api(local_api: tuple[str, Path]) -> None:
     sample = SAMPLES / "ferry_support.jsonl"
     result = subprocess.run(
         [sys.executable, "-m", "ftpipe.walkthrough", str(sample)],
-        env=env, capture_output=True, text=True, timeout=120, check=False,
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=120,
+        check=False,
     )
     assert result.returncode == 0, result.stderr
     assert "succeeded" in result.stdout
@@ -85,7 +89,10 @@ def test_other_processes_find_the_announced_server(local_api: tuple[str, Path]) 
 def test_local_api_refuses_non_loopback(isolated_env: Path) -> None:
     result = subprocess.run(
         ftpipe_command("local-api", "--host", "0.0.0.0", "--port", "0"),
-        capture_output=True, text=True, timeout=60, check=False,
+        capture_output=True,
+        text=True,
+        timeout=60,
+        check=False,
     )
     assert result.returncode == 2
     assert "loopback only" in result.stdout + result.stderr
@@ -95,7 +102,11 @@ def test_local_api_refuses_non_loopback(isolated_env: Path) -> None:
 def test_quickstart_runs_on_embedded_defaults(isolated_env: Path) -> None:
     result = subprocess.run(
         ftpipe_command("quickstart"),
-        cwd=REPO, capture_output=True, text=True, timeout=120, check=False,
+        cwd=REPO,
+        capture_output=True,
+        text=True,
+        timeout=120,
+        check=False,
     )
     assert result.returncode == 0, result.stdout + result.stderr
     assert "started the local OpenAI-compatible server at http://127.0.0.1:" in result.stderr
@@ -112,7 +123,10 @@ def test_quickstart_reports_a_failed_job_plainly(isolated_env: Path, tmp_path: P
     nine = write_jsonl(tmp_path / "nine.jsonl", qa_examples(9))
     result = subprocess.run(
         ftpipe_command("quickstart", str(nine)),
-        capture_output=True, text=True, timeout=120, check=False,
+        capture_output=True,
+        text=True,
+        timeout=120,
+        check=False,
     )
     assert result.returncode == 1
     assert "the file has 9 examples; at least 10 are required" in result.stdout

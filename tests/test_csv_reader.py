@@ -89,7 +89,7 @@ def test_bom_is_removed_from_the_header(tmp_path: Path) -> None:
 
 
 def test_cp1251_is_detected_and_converted(tmp_path: Path) -> None:
-    text = "Вопрос;Ответ\nКак дела?;Хорошо, спасибо\n\"Что это?\";Это тест\n"  # noqa: RUF001
+    text = 'Вопрос;Ответ\nКак дела?;Хорошо, спасибо\n"Что это?";Это тест\n'  # noqa: RUF001
     batches, cells, lines = read_all(write(tmp_path, "ru.csv", text.encode("cp1251")))
     dialect = batches[0].dialect
     assert dialect == CsvDialect("cp1251", ";")
@@ -193,7 +193,7 @@ def test_many_small_batches_equal_one_big_batch(tmp_path: Path) -> None:
 
 
 def test_blank_lines_and_empty_rows_are_dropped_but_counted(tmp_path: Path) -> None:
-    data = "\n  \nq,a\r\n1,2\r\n\r\n,\r\n  \r\n3,\"x\r\ny\"\r\n\r\n"
+    data = '\n  \nq,a\r\n1,2\r\n\r\n,\r\n  \r\n3,"x\r\ny"\r\n\r\n'
     _, cells, lines = read_all(write(tmp_path, "blank.csv", data))
     assert cells == {"q": ["1", "3"], "a": ["2", "x\r\ny"]}
     assert lines == [4, 8]
@@ -218,7 +218,7 @@ def test_reading_stays_a_few_blocks_ahead(monkeypatch: pytest.MonkeyPatch) -> No
 
 
 def test_csv_text_reads_like_a_file() -> None:
-    batches = list(read_csv_text("prompt;completion\nq1;a1\n\"q\n2\";a2\n", block_bytes=16))
+    batches = list(read_csv_text('prompt;completion\nq1;a1\n"q\n2";a2\n', block_bytes=16))
     assert batches[0].source == "<csv text>"
     assert batches[0].dialect == CsvDialect("utf-8", ";")
     table = pa.concat_tables(batch.table for batch in batches)
@@ -237,12 +237,25 @@ def test_csv_text_errors_carry_its_name() -> None:
 
 
 def test_find_csv_files_recurses_sorted_and_skips_hidden(tmp_path: Path) -> None:
-    for name in ("b.csv", "a.TSV", "sub/deep/c.Csv", "sub/d.tsv", "notes.txt", "data.csv.bak",
-                 ".hidden/e.csv", "sub/.cache/f.csv", ".g.csv"):
+    for name in (
+        "b.csv",
+        "a.TSV",
+        "sub/deep/c.Csv",
+        "sub/d.tsv",
+        "notes.txt",
+        "data.csv.bak",
+        ".hidden/e.csv",
+        "sub/.cache/f.csv",
+        ".g.csv",
+    ):
         write(tmp_path, name, "a,b\n1,2\n")
     found = find_csv_files(tmp_path)
-    assert found == [tmp_path / "a.TSV", tmp_path / "b.csv", tmp_path / "sub" / "d.tsv",
-                     tmp_path / "sub" / "deep" / "c.Csv"]
+    assert found == [
+        tmp_path / "a.TSV",
+        tmp_path / "b.csv",
+        tmp_path / "sub" / "d.tsv",
+        tmp_path / "sub" / "deep" / "c.Csv",
+    ]
 
 
 def test_find_csv_files_needs_a_directory(tmp_path: Path) -> None:

@@ -38,25 +38,37 @@ def run(inputs: list[Path | str], out: Path, **options: Any) -> PrepareResult:
 
 
 def write_csv(
-    path: Path,
-    rows: list[tuple[str, ...]],
-    header: tuple[str, ...] = ("question", "answer"),
-    *,
-    delimiter: str = ",",
-    encoding: str = "utf-8",
+    path: Path, rows: list[tuple[str, ...]], header: tuple[str, ...] = ("question", "answer")
 ) -> Path:
-    with path.open("w", newline="", encoding=encoding) as handle:
-        writer = csv.writer(handle, delimiter=delimiter, lineterminator="\n")
+    with path.open("w", newline="", encoding="utf-8") as handle:
+        writer = csv.writer(handle, lineterminator="\n")
         writer.writerow(header)
         writer.writerows(rows)
     return path
 
 
-def qa_rows(count: int, start: int = 0) -> list[tuple[str, str]]:
+def qa_rows(count: int) -> list[tuple[str, str]]:
     return [
         (f"When does sailing {i} leave?", f"Sailing {i} leaves at {i % 24:02d}:15.")
-        for i in range(start, start + count)
+        for i in range(count)
     ]
+
+
+def write_bytes(path: Path, data: bytes) -> Path:
+    path.write_bytes(data)
+    return path
+
+
+def write_chat_jsonl(path: Path, rows: list[tuple[str, str]]) -> Path:
+    """One user/assistant chat example per line."""
+    with path.open("w", encoding="utf-8") as handle:
+        for user, assistant in rows:
+            messages = [
+                {"role": "user", "content": user},
+                {"role": "assistant", "content": assistant},
+            ]
+            handle.write(json.dumps({"messages": messages}) + "\n")
+    return path
 
 
 def lines_of(path: Path | None) -> list[str]:
@@ -89,8 +101,9 @@ def assert_no_output(out: Path) -> None:
 
 
 def long_text(min_tokens: int, model: str = SMALL_LIMIT_MODEL) -> str:
-    text = " ".join(f"harbour{i}" for i in range(min_tokens // 2))
-    assert tokens.count_tokens(text, model) >= min_tokens
+    """A little over `min_tokens` tokens of text (each word is about 2.6 tokens)."""
+    text = " ".join(f"harbour{i}" for i in range(min_tokens * 2 // 5))
+    assert min_tokens <= tokens.count_tokens(text, model) < min_tokens * 1.1
     return text
 
 
@@ -465,6 +478,29 @@ def test_dataset_id_follows_input_bytes_and_options(tmp_path: Path) -> None:
     assert run([source], tmp_path / "out").dataset_id != base
 
 
+def test_rerun_with_the_output_root_inside_the_input_folder(tmp_path: Path) -> None:
+    data = tmp_path / "data"
+    data.mkdir()
+    write_csv(data / "faq.csv", qa_rows(20))
+    first = run([data], data / "processed")
+    again = run([data], data / "processed")
+    assert again.dataset_id == first.dataset_id
+    assert again.report["counts"] == first.report["counts"]
+
+
+def test_folders_skip_hidden_files_and_list_ignored_ones(tmp_path: Path) -> None:
+    inputs = tmp_path / "inputs"
+    (inputs / ".cache").mkdir(parents=True)
+    write_csv(inputs / "faq.csv", qa_rows(12))
+    write_csv(inputs / ".backup.csv", [("broken", "row", "extra")])
+    write_csv(inputs / ".cache" / "old.csv", [("broken", "row", "extra")])
+    write_bytes(inputs / "notes.txt", b"not read")
+    result = run([inputs], tmp_path / "out")
+    assert [Path(s["name"]).name for s in result.report["sources"]] == ["faq.csv"]
+    assert result.report["ignored_files"] == [str(inputs / "notes.txt")]
+    assert result.report["counts"]["examples"] == 12
+
+
 @pytest.mark.parametrize(
     ("rows", "share", "validation"),
     [
@@ -615,11 +651,6 @@ def _bad_dialogue(folder: Path) -> Path:
     return write_bytes(folder / "log.json", b'{"role": "user"}')
 
 
-def write_bytes(path: Path, data: bytes) -> Path:
-    path.write_bytes(data)
-    return path
-
-
 @pytest.mark.parametrize(
     ("make", "problem"),
     [
@@ -678,19 +709,7 @@ def _long_reply_csv(folder: Path, text: str) -> Path:
 
 
 def _long_reply_jsonl(folder: Path, text: str) -> Path:
-    path = folder / "long.jsonl"
-    rows = [*qa_rows(20), ("Tell me everything.", text)]
-    path.write_text(
-        "".join(
-            json.dumps(
-                {"messages": [{"role": "user", "content": q}, {"role": "assistant", "content": a}]}
-            )
-            + "\n"
-            for q, a in rows
-        ),
-        encoding="utf-8",
-    )
-    return path
+    return write_chat_jsonl(folder / "long.jsonl", [*qa_rows(20), ("Tell me everything.", text)])
 
 
 LONG_SOURCES = {"csv": _long_reply_csv, "jsonl": _long_reply_jsonl}
@@ -741,7 +760,9 @@ def test_truncate_cannot_save_an_over_long_prompt(tmp_path: Path) -> None:
     rows = [*qa_rows(20), (long_text(5000), "Short reply.")]
     source = write_csv(tmp_path / "long.csv", rows)
     result = run([source], tmp_path / "out", model=SMALL_LIMIT_MODEL, truncate=True)
-    assert [r["rule"] for r in read_rejects(result.out_dir)] == ["too_many_tokens"]
+    [reject] = read_rejects(result.out_dir)
+    assert reject["rule"] == "too_many_tokens"
+    assert len(reject["value"]) == 200 and reject["value"].endswith("…")  # an excerpt
     assert result.report["counts"]["truncated"] == 0
 
 
@@ -763,3 +784,63 @@ def test_progress_is_monotonic_and_ends_at_total(tmp_path: Path) -> None:
     names = [name for name, _, _ in calls]
     assert names[-1] == "<csv text>"
     assert str(DIALOGUES) in names
+
+
+# -- the report's rule table and reject counts -----------------------------------------------
+
+
+def _long_csv_input(folder: Path) -> tuple[list[Path], dict[str, Any]]:
+    return [_long_reply_csv(folder, long_text(5000))], {"model": SMALL_LIMIT_MODEL}
+
+
+def _long_jsonl_input(folder: Path) -> tuple[list[Path], dict[str, Any]]:
+    return [_long_reply_jsonl(folder, long_text(5000))], {"model": SMALL_LIMIT_MODEL}
+
+
+RULE_CASES = {
+    "sample-csv": lambda folder: ([CSV_DIR], {}),
+    "chat-jsonl": lambda folder: ([DATA / "chat_with_bad_lines.jsonl"], {}),
+    "dialogues": lambda folder: ([DIALOGUES], {}),
+    "over-limit-jsonl": _long_jsonl_input,
+    "over-limit-csv": _long_csv_input,
+}
+
+
+@pytest.mark.parametrize(
+    "case",
+    [name for name in RULE_CASES],
+)
+def test_report_rules_count_every_reject(tmp_path: Path, case: str) -> None:
+    """Each rule a reject names shows in the rule table as failing that many rows."""
+    inputs, options = RULE_CASES[case](tmp_path)
+    result = run(inputs, tmp_path / "out", **options)
+    failed: dict[str, int] = {}
+    for rule in result.report["rules"]:
+        failed[rule["rule"]] = failed.get(rule["rule"], 0) + rule["failed_rows"]
+        assert rule["success"] == (rule["failed_rows"] == 0)
+    listed: dict[str, int] = {}
+    for reject in read_rejects(result.out_dir):
+        if reject["rule"] not in ("duplicate", "sentiment_filtered"):
+            listed[reject["rule"]] = listed.get(reject["rule"], 0) + 1
+    assert listed, "each case rejects something"
+    assert {rule: failed.get(rule, 0) for rule in listed} == listed
+
+
+def test_a_row_breaking_two_rules_counts_as_one_rejected_row(tmp_path: Path) -> None:
+    rows = [*qa_rows(20), (" ", "  "), ("  ", " ")]  # 2 of 22 rows: within the 10%
+    source = write_csv(tmp_path / "faq.csv", rows)
+    result = run([source], tmp_path / "out")
+    assert result.report["counts"]["rejected"] == 2
+    assert result.report["sources"][0]["rejected"] == 2
+    rejects = read_rejects(result.out_dir)
+    assert {r["line"] for r in rejects} == {"22", "23"}
+    assert {r["rule"] for r in rejects} <= {"user_empty", "assistant_empty"}
+
+
+def test_whitespace_only_chat_jsonl_reply_is_rejected(tmp_path: Path) -> None:
+    path = write_chat_jsonl(tmp_path / "chat.jsonl", [*qa_rows(20), ("Are you there?", " \n\t ")])
+    result = run([path], tmp_path / "out")
+    assert "Are you there?" not in "\n".join(example_lines(result))
+    [reject] = read_rejects(result.out_dir)
+    assert reject["line"] == "21"
+    assert reject["rule"] in ("content_empty", "missing_content")

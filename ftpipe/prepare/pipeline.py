@@ -60,6 +60,9 @@ class PrepareFailed(InputError):
         super().__init__(source, problem)
         self.report = report
 
+    def __reduce__(self) -> tuple[Any, ...]:
+        return (type(self), (self.source, self.problem, self.report))
+
 
 @dataclass
 class Example:
@@ -157,7 +160,7 @@ class _Run:
 
     def reject(self, summary: reporting.SourceSummary, rejects: list[Reject]) -> None:
         self.rejects.add_all(rejects)
-        summary.rejected += sum(1 for r in rejects if r.rule not in CLEANUP_RULES)
+        summary.rejected += len({r.line for r in rejects if r.rule not in CLEANUP_RULES})
 
     # -- the shared tail: limits, duplicates, split ---------------------------------------
 
@@ -334,19 +337,18 @@ def _prepare_csv_batch(
     counts = _example_tokens(run, columns)
     counts, lines, dropped = _over_limit(run, columns, counts, lines)
     user = columns["user"]
-    run.reject(
-        summary,
-        [
-            Reject(
-                batch.source,
-                int(line_numbers[i]),
-                "*",
-                "too_many_tokens",
-                f"{counts[i]} tokens > {run.limit}: {user[i].as_py()}",
-            )
-            for i in np.flatnonzero(dropped)
-        ],
-    )
+    over = [
+        Reject(
+            batch.source,
+            int(line_numbers[i]),
+            "*",
+            "too_many_tokens",
+            f"{counts[i]} tokens > {run.limit}: {user[i].as_py()}",
+        )
+        for i in np.flatnonzero(dropped)
+    ]
+    _count_format_rules(run, over)
+    run.reject(summary, over)
     _spot_check(run, lines)
     survivors = np.flatnonzero(~dropped)
     if len(survivors) < len(lines):
@@ -448,6 +450,18 @@ def _count_format_rules(run: _Run, rejects: list[Reject]) -> None:
             run.rule("limits", reject.rule, None, RULE_DESCRIPTIONS[reject.rule], 1)
 
 
+def _trimmed(run: _Run, messages: list[dict[str, Any]]) -> list[dict[str, Any]]:
+    """Message contents without surrounding whitespace, counted like trimmed CSV cells."""
+    result = []
+    for message in messages:
+        content = message.get("content")
+        if isinstance(content, str) and content != content.strip():
+            run.counters.trimmed_cells += 1
+            message = {**message, "content": content.strip()}
+        result.append(message)
+    return result
+
+
 def _prepare_jsonl(run: _Run, source: Source) -> None:
     summary = reporting.SourceSummary(source.name, source.kind)
     run.summaries.append(summary)
@@ -465,7 +479,7 @@ def _prepare_jsonl(run: _Run, source: Source) -> None:
             code, message = (issue[0].code, issue[0].message) if issue else ("data_type", "")
             parse_errors.append(Reject(source.name, number, "messages", code, message))
             continue
-        chunk.append(Example(source.name, number, messages))
+        chunk.append(Example(source.name, number, _trimmed(run, messages)))
         if len(chunk) >= EXAMPLE_CHUNK:
             _prepare_examples(run, summary, chunk)
             chunk = []
@@ -627,13 +641,14 @@ def prepare(
     """Prepare a dataset; raises InputError for unreadable input and PrepareFailed when the
     result breaks the rules (too many rejects, too few examples)."""
     options = options or PrepareOptions()
-    resolved = resolve_sources(inputs, csv_text)
-    dataset_id = content_digest(resolved.sources, options.fingerprint())
     out_root = out_root or default_output_root()
+    resolved = resolve_sources(inputs, csv_text, exclude=out_root)
+    dataset_id = content_digest(resolved.sources, options.fingerprint())
     out_dir = out_root / dataset_id
     work = out_root / f".{dataset_id}.partial"
     if work.exists():
         shutil.rmtree(work)
+    created_root = not out_root.exists()
     work.mkdir(parents=True)
     total = sum(source.size for source in resolved.sources)
     run = _Run(options, work, progress, total)
@@ -644,6 +659,8 @@ def prepare(
     except BaseException:
         run.close()
         shutil.rmtree(work, ignore_errors=True)
+        if created_root and not any(out_root.iterdir()):
+            out_root.rmdir()
         raise
     problem = _check_outcome(report, options, out_dir)
     if problem:

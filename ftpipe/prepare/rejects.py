@@ -34,6 +34,7 @@ class RejectsWriter:
     def __init__(self, path: Path) -> None:
         self.path = path
         self.by_rule: Counter[str] = Counter()
+        self._rejected_rows: set[tuple[str, int]] = set()
         self._file = path.open("w", newline="", encoding="utf-8")
         self._csv = csv.writer(self._file)
         self._csv.writerow(HEADER)
@@ -51,6 +52,8 @@ class RejectsWriter:
 
     def add(self, reject: Reject) -> None:
         self.by_rule[reject.rule] += 1
+        if reject.rule not in CLEANUP_RULES:
+            self._rejected_rows.add((reject.source, reject.line))
         self._csv.writerow(
             (reject.source, reject.line, reject.column, reject.rule, excerpt(reject.value))
         )
@@ -61,8 +64,9 @@ class RejectsWriter:
 
     @property
     def counted(self) -> int:
-        """Rejects that count against max_rejects (clean-up drops do not)."""
-        return sum(n for rule, n in self.by_rule.items() if rule not in CLEANUP_RULES)
+        """Rows rejected for breaking a rule (a row breaking two counts once; clean-up drops
+        do not count): what max_rejects is compared with."""
+        return len(self._rejected_rows)
 
     @property
     def total(self) -> int:

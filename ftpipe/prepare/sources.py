@@ -47,9 +47,14 @@ def _is_hidden(path: Path, root: Path) -> bool:
     return any(part.startswith(".") for part in path.relative_to(root).parts)
 
 
-def _folder(folder: Path) -> tuple[list[Source], list[str]]:
+def _inside(path: Path, folder: Path | None) -> bool:
+    return folder is not None and path.resolve().is_relative_to(folder.resolve())
+
+
+def _folder(folder: Path, exclude: Path | None) -> tuple[list[Source], list[str]]:
     sources, ignored = [], []
-    for path in sorted(p for p in folder.rglob("*") if p.is_file() and not _is_hidden(p, folder)):
+    files = (p for p in folder.rglob("*") if p.is_file() and not _is_hidden(p, folder))
+    for path in sorted(p for p in files if not _inside(p, exclude)):
         kind = KIND_BY_SUFFIX.get(path.suffix.lower())
         if kind is None or path.suffix.lower() == ".txt":
             ignored.append(str(path))
@@ -58,14 +63,17 @@ def _folder(folder: Path) -> tuple[list[Source], list[str]]:
     return sources, ignored
 
 
-def resolve_sources(paths: Sequence[str | Path], csv_text: str | None = None) -> Resolved:
-    """Expand folders (recursively) and classify files by suffix; unknown ones are listed."""
+def resolve_sources(
+    paths: Sequence[str | Path], csv_text: str | None = None, *, exclude: Path | None = None
+) -> Resolved:
+    """Expand folders (recursively) and classify files by suffix; unknown ones are listed.
+    Files under `exclude` (the output root, when it sits inside an input folder) are skipped."""
     sources: list[Source] = []
     ignored: list[str] = []
     for given in paths:
         path = Path(given)
         if path.is_dir():
-            found, skipped = _folder(path)
+            found, skipped = _folder(path, exclude)
             if not found:
                 raise InputError(str(path), "holds no .csv, .tsv, .json or .jsonl files")
             sources += found
