@@ -326,3 +326,104 @@ def jobs_poll() -> None:
     registry.export_job_ids(get_settings().home / "job_ids.json")
     if not active:
         console.print("no unfinished jobs")
+
+
+@app.command()
+def ask(
+    text: Annotated[str, typer.Argument(help="What to ask.")],
+    model: Annotated[str | None, typer.Option(help="Model (default FTPIPE_DEFAULT_MODEL).")] = None,
+    system: Annotated[str | None, typer.Option(help="System instruction.")] = None,
+    attempts: Annotated[int, typer.Option(help="Tries on 429/5xx/connection errors.")] = 3,
+    log: Annotated[bool, typer.Option(help="Append the exchange to the dialogue log.")] = True,
+) -> None:
+    """Ask a model; the reply is printed and (by default) saved to the dialogue log."""
+    from ftpipe import chat, sentiment
+    from ftpipe.client import make_client
+    from ftpipe.dialogue_log import DialogueLog, default_log_path
+
+    try:
+        reply = chat.ask(
+            make_client(),
+            text,
+            model=model or get_settings().default_model,
+            system_instruction=system,
+            attempts=attempts,
+            sentiment=sentiment.analyse,
+            log=DialogueLog(default_log_path()) if log else None,
+        )
+    except openai.APIError as error:
+        console.print(f"ftpipe ask: {error}", style="red")
+        raise typer.Exit(1) from error
+    print(reply.text)
+
+
+@app.command("describe-image")
+def describe_image(
+    path: Annotated[Path, typer.Argument(help="A PNG, JPEG, WEBP or GIF file.")],
+    prompt: Annotated[str | None, typer.Option(help="What to ask about the image.")] = None,
+    model: Annotated[str | None, typer.Option(help="Vision-capable model.")] = None,
+    raw_http: Annotated[bool, typer.Option(help="Plain HTTP instead of the SDK.")] = False,
+) -> None:
+    """Describe a local image (downscaled first when it is over 20 MB or 2048 px)."""
+    from ftpipe import vision
+    from ftpipe.client import make_client
+    from ftpipe.errors import InputError
+
+    client, chosen = make_client(), model or get_settings().default_model
+    try:
+        if raw_http:
+            base_url, key = vision.endpoint_and_key(client)
+            description = vision.describe_image_by_requests(
+                base_url, key, path, prompt, model=chosen
+            )
+        else:
+            description = vision.describe_image(client, path, prompt, model=chosen)
+    except (InputError, vision.EndpointError, openai.APIError) as error:
+        console.print(f"ftpipe describe-image: {error}", style="red")
+        raise typer.Exit(1) from error
+    print(description.text)
+
+
+@app.command()
+def models() -> None:
+    """Models the endpoint serves."""
+    from ftpipe.client import make_client
+
+    for model in make_client().models.list():
+        print(model.id)
+
+
+@app.command("assistants")
+def assistants_command() -> None:
+    """Assistants from data/assistants.json merged with the endpoint's own."""
+    from ftpipe.assistants import list_assistants
+    from ftpipe.client import make_client
+
+    for assistant in list_assistants(make_client()):
+        print(f"{assistant.id}\t{assistant.model}\t{assistant.name}\t({assistant.source})")
+
+
+@app.command("sentiment")
+def sentiment_command(
+    text: Annotated[str, typer.Argument(help="Text to classify.")],
+    use_model: Annotated[
+        bool, typer.Option("--model", help="Ask the model (any language).")
+    ] = False,
+) -> None:
+    """positive, negative or neutral (offline VADER by default)."""
+    from ftpipe import sentiment
+
+    print(sentiment.analyser("model" if use_model else "vader")(text))
+
+
+@app.command()
+def demo() -> None:
+    """Run the original module's main on the configured endpoint, printing each step."""
+    from ftpipe.errors import InputError
+    from ftpipe.openai_model import main as run_demo
+
+    try:
+        run_demo(echo=console.print)
+    except (InputError, openai.APIError) as error:
+        console.print(f"ftpipe demo: {error}", style="red")
+        raise typer.Exit(1) from error

@@ -5,32 +5,20 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Any
 
-from prefect import Task, get_run_logger, task
+from prefect import get_run_logger, task
 from prefect.artifacts import (
     create_progress_artifact,
     create_table_artifact,
     update_progress_artifact,
 )
-from prefect.client.schemas.objects import TaskRun
-from prefect.states import State
 
 from ftpipe.client import endpoint_id, make_client
 from ftpipe.finetune.launch import LaunchRequest, LaunchResult, launch
-from ftpipe.finetune.poll import TRANSIENT, Backoff, wait_for_job
+from ftpipe.finetune.poll import Backoff, wait_for_job
 from ftpipe.finetune.upload import Uploaded, upload_training_file
 from ftpipe.registry import JobRecord, default_registry
 from ftpipe.settings import get_settings
-
-
-def transient_only(task: Task, task_run: TaskRun, state: State) -> bool:
-    """Retry network trouble and 429/5xx, never a refusal or bad data."""
-    try:
-        state.result()
-    except TRANSIENT:
-        return True
-    except Exception:
-        return False
-    return False
+from tasks.common import retry_transient
 
 
 def job_ids_file() -> Path:
@@ -45,7 +33,7 @@ def endpoint() -> str:
     name="upload-training-file",
     retries=3,
     retry_delay_seconds=[2, 10, 30],
-    retry_condition_fn=transient_only,
+    retry_condition_fn=retry_transient,
 )
 def upload_file(path: str) -> Uploaded:
     """Upload one JSONL file, or reuse the copy already on the endpoint."""
@@ -66,7 +54,7 @@ def upload_file(path: str) -> Uploaded:
     name="launch-fine-tuning-job",
     retries=2,
     retry_delay_seconds=[5, 30],
-    retry_condition_fn=transient_only,
+    retry_condition_fn=retry_transient,
 )
 def launch_job(request: LaunchRequest) -> LaunchResult:
     """Create the job once (or return the existing one) and record it before anything else."""

@@ -226,13 +226,14 @@ def _conversation(
 
 
 def _drop_empty(block: list[Turn], source: str, dropped: list[Dropped]) -> list[Turn]:
-    """Trim every turn's content and record those left with nothing to train on."""
+    """Trim every turn's content and record those left with nothing to train on. An empty
+    system turn is the log's mark of a new conversation without an instruction: not a drop."""
     kept: list[Turn] = []
     for turn in block:
         content = turn.content.strip()
         if content:
             kept.append(replace(turn, content=content))
-        else:
+        elif turn.role != "system":
             dropped.append(Dropped(source, turn.index, "content", EMPTY_CONTENT, turn.content))
     return kept
 

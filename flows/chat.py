@@ -1,0 +1,85 @@
+"""The `chat` flow: answer a list or a CSV column of messages concurrently, logging each one."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any
+
+import pyarrow.csv as pacsv
+from prefect import flow, get_run_logger
+from prefect.artifacts import create_table_artifact
+
+from ftpipe.errors import InputError
+from tasks.chat import answer
+from tasks.common import run_bounded
+
+
+def messages_from_csv(path: str, column: str) -> list[str]:
+    """The non-empty cells of one column; a missing column is a clear error."""
+    table = pacsv.read_csv(path)
+    if column not in table.column_names:
+        raise InputError(path, f"has no column {column!r}; columns: {table.column_names}")
+    return [str(cell) for cell in table.column(column).to_pylist() if cell not in (None, "")]
+
+
+@flow(name="chat")
+def chat(
+    messages: list[str] | None = None,
+    csv_path: str | None = None,
+    column: str = "message",
+    system_instruction: str | None = None,
+    model: str = "gpt-4o-mini",
+    concurrency: int = 16,
+    attempts: int = 5,
+    log_dialogues: bool = True,
+) -> list[dict[str, Any]]:
+    """Answer many messages at once; each exchange goes to the dialogue log.
+
+    Args:
+        messages: Messages to answer.
+        csv_path: A CSV file whose `column` holds more messages.
+        column: The CSV column with the messages.
+        system_instruction: System message for every exchange.
+        model: The chat model.
+        concurrency: How many requests run at the same time (at least 1).
+        attempts: Tries per message on 429/5xx/connection errors (retry-after honoured).
+        log_dialogues: Append every exchange to the dialogue log (FTPIPE_HOME/dialogues).
+    """
+    if concurrency < 1:
+        raise InputError("concurrency", f"must be at least 1, got {concurrency}")
+    texts = list(messages or []) + (messages_from_csv(csv_path, column) if csv_path else [])
+    if not texts:
+        raise InputError("messages", "nothing to answer: give messages or a CSV path")
+    parameters = [
+        {
+            "text": text,
+            "model": model,
+            "system_instruction": system_instruction,
+            "attempts": attempts,
+            "log_dialogue": log_dialogues,
+        }
+        for text in texts
+    ]
+    rows = [
+        value if ok else {"message": text, "text": "", "error": f"{type(value).__name__}: {value}"}
+        for (ok, value), text in zip(
+            run_bounded(answer, parameters, concurrency), texts, strict=True
+        )
+    ]
+    failed = sum(1 for row in rows if row.get("error"))
+    get_run_logger().info("%d messages answered, %d failed", len(rows) - failed, failed)
+    create_table_artifact(
+        [
+            {
+                "message": r["message"],
+                "reply": r.get("text", ""),
+                "sentiment": r.get("sentiment"),
+                "error": r.get("error", ""),
+            }
+            for r in rows
+        ],
+        key="chat-replies",
+        description=f"{len(rows)} messages ({failed} failed)"
+        + (f" from {Path(csv_path).name}" if csv_path else ""),
+    )
+    return rows

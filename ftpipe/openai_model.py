@@ -1,0 +1,234 @@
+"""`OpenAIModel`: the original module's class, same names and parameters, over ftpipe's core.
+
+Each method is a few lines on the core that the Prefect tasks use too. `train` and
+`dynamic_train` run the fine-tune flows (Prefect is imported only when they are called), so the
+quick methods work without any Prefect server.
+"""
+
+from __future__ import annotations
+
+import logging
+from pathlib import Path
+from typing import Any
+
+import openai
+
+from ftpipe import assistants, chat, sentiment, vision
+from ftpipe.client import endpoint_id, make_client
+from ftpipe.dialogue_log import DialogueLog, default_log_path
+from ftpipe.registry import JobRecord, default_registry
+from ftpipe.settings import get_settings
+
+log = logging.getLogger("ftpipe")
+
+
+class OpenAIModel:
+    """Chat, vision, assistants and fine-tuning on any OpenAI-compatible endpoint."""
+
+    def __init__(
+        self,
+        system_instruction: str | None = None,
+        model_name: str = "gpt-4o-mini",
+        assistant_id: str | None = None,
+    ) -> None:
+        self.system_instruction = system_instruction
+        self.model_name = model_name
+        self.assistant_id: str | None = None
+        self.client: openai.OpenAI = make_client()
+        self.dialogue_log = DialogueLog(default_log_path())
+        self.thread_id = self._start_thread()
+        if assistant_id:
+            self.set_assistant(assistant_id)
+
+    def _start_thread(self) -> str | None:
+        """The original opened an Assistants thread on start; endpoints without one are fine."""
+        try:
+            return self.client.beta.threads.create().id
+        except (openai.NotFoundError, openai.PermissionDeniedError) as error:
+            log.info("No Assistants threads on this endpoint (%s)", error)
+            return None
+
+    # -- models and assistants -------------------------------------------------------------
+
+    def list_models(self) -> list[str]:
+        """Model ids the endpoint serves, fine-tuned ones included."""
+        return [model.id for model in self.client.models.list()]
+
+    def list_assistants(self) -> list[dict[str, Any]]:
+        """The catalogue's assistants merged with the endpoint's own."""
+        return [vars(a) for a in assistants.list_assistants(self.client)]
+
+    def set_assistant(self, assistant_id: str) -> dict[str, Any]:
+        """Use an assistant's model and instructions; an unknown id is a clear error."""
+        chosen = assistants.find_assistant(assistant_id, self.client)
+        self.assistant_id = chosen.id
+        self.model_name = chosen.model
+        self.system_instruction = chosen.instructions
+        return vars(chosen)
+
+    # -- chat ------------------------------------------------------------------------------
+
+    def _save_dialogue(
+        self, user_text: str, reply_text: str, sentiment_label: str | None = None
+    ) -> None:
+        """Append one exchange to the dialogue log that `dynamic_train` learns from."""
+        self.dialogue_log.record_exchange(
+            system=self.system_instruction,
+            user=user_text,
+            assistant=reply_text,
+            sentiment=sentiment_label,
+            model=self.model_name,
+            new_conversation=True,
+        )
+
+    def determine_sentiment(self, text: str) -> str:
+        """positive, negative or neutral, by the offline VADER analyser."""
+        return sentiment.analyse(text)
+
+    def ask(
+        self,
+        question: str,
+        attempts: int = 3,
+        temperature: float | None = None,
+        max_tokens: int | None = None,
+    ) -> str:
+        """The model's reply; retried on 429/5xx; the exchange goes to the dialogue log."""
+        reply = chat.ask(
+            self.client,
+            question,
+            model=self.model_name,
+            system_instruction=self.system_instruction,
+            temperature=temperature,
+            max_tokens=max_tokens,
+            attempts=attempts,
+            sentiment=sentiment.analyse,
+        )
+        self._save_dialogue(question, reply.text, reply.sentiment)
+        return reply.text
+
+    # -- vision ----------------------------------------------------------------------------
+
+    def describe_image(
+        self,
+        image_path: str | Path,
+        prompt: str | None = None,
+        system_instruction: str | None = None,
+    ) -> str:
+        """A description of a local image, through the SDK."""
+        return vision.describe_image(
+            self.client, image_path, prompt, system_instruction, model=self.model_name
+        ).text
+
+    def describe_image_by_requests(self, image_path: str | Path, prompt: str | None = None) -> str:
+        """The same through plain HTTP to the same endpoint."""
+        base_url, key = vision.endpoint_and_key(self.client)
+        return vision.describe_image_by_requests(
+            base_url, key, image_path, prompt, model=self.model_name
+        ).text
+
+    # -- fine-tuning -----------------------------------------------------------------------
+
+    def dynamic_train(self, wait: bool = False) -> str:
+        """Fine-tune on the saved dialogues (the loop closes); returns the job id."""
+        from flows.finetune import finetune_dialogues
+
+        result = finetune_dialogues(
+            dialogues_dir=str(self.dialogue_log.path.parent), model=self.model_name, wait=wait
+        )
+        return result["job_id"]
+
+    def train(
+        self,
+        data: str | None = None,
+        data_dir: str | None = None,
+        data_file: str | None = None,
+        positive: bool = True,
+    ) -> str:
+        """Fine-tune on texts labelled positive (or negative): CSV text, a folder or a file."""
+        from flows.finetune import finetune
+
+        paths = [p for p in (data_dir, data_file) if p]
+        if not paths and not data:
+            raise ValueError("train needs data (CSV text), data_dir or data_file")
+        result = finetune(
+            paths=paths,
+            csv_text=data,
+            model=self.model_name,
+            label="positive" if positive else "negative",
+            system_instruction=self.system_instruction,
+            wait=False,
+        )
+        return result["job_id"]
+
+    def main(self) -> dict[str, Any]:
+        """The original entry point, as a method too: run the demo."""
+        return main()
+
+    def save_job_id(self, job_id: str, description: str, filename: str = "job_ids.json") -> Path:
+        """Record the job with its description and write `filename` (under FTPIPE_HOME if
+        relative) as the original list of {id, description, created}."""
+        registry = default_registry()
+        job = self.client.fine_tuning.jobs.retrieve(job_id)
+        registry.update_from_job(job, endpoint_id())
+        record = registry.get(job_id)
+        assert record is not None
+        registry.record(
+            JobRecord(
+                job_id=job_id,
+                status=record.status,
+                base_model=record.base_model,
+                description=description,
+            )
+        )
+        path = Path(filename)
+        path = path if path.is_absolute() else get_settings().home / path
+        registry.export_job_ids(path)
+        return path
+
+
+SAMPLES = Path("data") / "samples"
+REPO_SAMPLES = Path(__file__).resolve().parents[1] / "data" / "samples"
+DEMO_QUESTIONS = (
+    "What time does the first ferry leave on weekdays?",
+    "Can I bring my bicycle on board?",
+    "How much is a single adult ticket?",
+    "Do you sell tickets on the boat?",
+    "Are dogs allowed on the ferry?",
+    "Is the ferry running during a storm warning?",
+    "Where can I park near the terminal?",
+    "How long is the crossing to the island?",
+    "Can I get a refund for an unused ticket?",
+    "Is there wheelchair access?",
+    "When does the last ferry return from the island?",
+    "Do you offer a monthly pass?",
+)
+
+
+def _sample(name: str) -> Path:
+    local = SAMPLES / name
+    return local if local.exists() else REPO_SAMPLES / name
+
+
+def main(echo: Any = print) -> dict[str, Any]:
+    """What the original module's main did: models, assistants, a reply, both trainings, the
+    saved job id and an image description, each step printed."""
+    model = OpenAIModel()
+    results: dict[str, Any] = {"models": model.list_models()}
+    echo(f"models: {', '.join(results['models'][:6])} ... ({len(results['models'])} in all)")
+    results["assistants"] = [a["id"] for a in model.list_assistants()]
+    echo(f"assistants: {', '.join(results['assistants'])}")
+    model.set_assistant("ferry-support")
+    replies = [model.ask(question) for question in DEMO_QUESTIONS]
+    results["reply"] = replies[0]
+    echo(f"asked {len(replies)} questions; first reply: {replies[0]}")
+    results["dynamic_train_job"] = model.dynamic_train()
+    echo(f"dynamic_train job (saved dialogues): {results['dynamic_train_job']}")
+    results["train_job"] = model.train(data_file=str(_sample("positive_feedback.csv")))
+    echo(f"train job (positive feedback): {results['train_job']}")
+    saved = model.save_job_id(results["train_job"], "demo: positive feedback")
+    results["saved_job_ids"] = str(saved)
+    echo(f"saved job id {results['train_job']} in {saved}")
+    image = _sample("images/harbour.png")
+    results["image_description"] = model.describe_image(image)
+    echo(f"image {image.name}: {results['image_description']}")
+    return results
