@@ -181,6 +181,21 @@ def prepare(
     console.print(f"outputs in {result.out_dir}")
 
 
+class _NoTracebackFor(logging.Filter):
+    """Errors with a plain message of their own are printed once, without Prefect's traceback."""
+
+    def __init__(self, kinds: tuple[type[BaseException], ...]) -> None:
+        super().__init__()
+        self.kinds = kinds
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        error = record.exc_info[1] if record.exc_info else None
+        if isinstance(error, self.kinds):
+            record.msg, record.args = f"{record.getMessage().splitlines()[0]} {error}", ()
+            record.exc_info, record.exc_text = None, None
+        return True
+
+
 @app.command()
 def train(
     paths: Annotated[list[Path], typer.Argument(help="CSV files/folders, dialogue logs, JSONL.")],
@@ -197,6 +212,10 @@ def train(
     from flows.finetune import finetune
     from ftpipe.errors import InputError
     from ftpipe.finetune.poll import JobFailed, WaitTimeout
+
+    plain = (InputError, JobFailed, WaitTimeout)
+    for name in ("prefect.flow_runs", "prefect.task_runs"):
+        logging.getLogger(name).addFilter(_NoTracebackFor(plain))
 
     try:
         result = finetune(

@@ -87,7 +87,8 @@ class LaunchError(InputError):
 
 
 def refusal_message(error: openai.APIStatusError, endpoint: str) -> str:
-    detail = error.message if isinstance(error.message, str) else str(error)
+    body = error.body if isinstance(error.body, dict) else {}
+    detail = body.get("message") or str(error.message)
     return (
         f"{endpoint} refused to create a fine-tuning job ({error.status_code}: {detail}). "
         "OpenAI is winding down self-serve fine-tuning (no new jobs for anyone from "
@@ -220,6 +221,12 @@ def launch(
                 "run again, or with --force",
             )
         return LaunchResult(record, reused=True)
+    if not request.force:  # a racing run may have launched while we counted
+        adopt_known_jobs(client, registry, request)
+        existing = _reusable(client, registry, key, request.endpoint)
+        if existing is not None:
+            registry.complete_launch(claim, existing.job_id)
+            return LaunchResult(existing, reused=True)
     try:
         job = _create(client, request, key, claim, sleep)
         record = _record(request, job, key)

@@ -1,0 +1,222 @@
+"""The fine-tune flows, run for real: a temporary Prefect server, the embedded local API in this
+process (one per FTPIPE_HOME, so one per test), real files and the real registry."""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+from uuid import UUID
+
+import pytest
+from prefect.client.orchestration import get_client
+from prefect.client.schemas.filters import (
+    ArtifactFilter,
+    ArtifactFilterFlowRunId,
+    ArtifactFilterKey,
+    FlowRunFilter,
+    FlowRunFilterId,
+)
+from prefect.client.schemas.objects import Artifact, TaskRun
+from prefect.client.schemas.sorting import ArtifactSort
+from prefect.states import State
+from prefect.testing.utilities import prefect_test_harness
+
+from flows.finetune import finetune, finetune_dialogues, poll_jobs
+from ftpipe.client import make_client
+from ftpipe.finetune.launch import LaunchRefused
+from ftpipe.finetune.poll import WaitTimeout
+from ftpipe.registry import TERMINAL, default_registry
+from tests.conftest import SAMPLES
+
+CSV = str(SAMPLES / "csv")
+BICYCLE = "Can I bring my bicycle on board?"
+BICYCLE_REPLY = "Yes, bicycles travel free; please board through the car deck."
+
+
+@pytest.fixture(scope="module", autouse=True)
+def prefect_server() -> Iterator[None]:
+    """One temporary Prefect server and database for the module: starting it is slow."""
+    with prefect_test_harness(server_startup_timeout=120):
+        yield
+
+
+def flow_run_id(state: State) -> UUID:
+    assert state.state_details.flow_run_id is not None
+    return state.state_details.flow_run_id
+
+
+def artifact(state: State, key: str) -> Artifact:
+    """The run's latest artifact with this key, read back from the Prefect API."""
+    with get_client(sync_client=True) as client:
+        found = client.read_artifacts(
+            artifact_filter=ArtifactFilter(
+                key=ArtifactFilterKey(any_=[key]),
+                flow_run_id=ArtifactFilterFlowRunId(any_=[flow_run_id(state)]),
+            ),
+            sort=ArtifactSort.CREATED_DESC,
+        )
+    assert found, f"no {key} artifact"
+    return found[0]
+
+
+def task_runs(state: State, name: str) -> list[TaskRun]:
+    with get_client(sync_client=True) as client:
+        runs = client.read_task_runs(
+            flow_run_filter=FlowRunFilter(id=FlowRunFilterId(any_=[flow_run_id(state)]))
+        )
+    return [run for run in runs if run.name.startswith(name)]
+
+
+def table_rows(found: Artifact) -> list[dict[str, Any]]:
+    data = found.data
+    return json.loads(data) if isinstance(data, str) else data  # type: ignore[return-value]
+
+
+def job_ids(home: Path) -> list[str]:
+    return [entry["id"] for entry in json.loads((home / "job_ids.json").read_text())]
+
+
+def ask(model: str, question: str) -> str | None:
+    reply = make_client().chat.completions.create(
+        model=model, messages=[{"role": "user", "content": question}]
+    )
+    return reply.choices[0].message.content
+
+
+def test_finetune_trains_once_and_the_model_answers(isolated_env: Path, tmp_path: Path) -> None:
+    out_dir = str(tmp_path / "processed")
+    state = finetune(paths=[CSV], out_dir=out_dir, wait=True, return_state=True)
+    assert state.is_completed(), state.message
+    result = state.result()
+
+    assert result["status"] == "succeeded"
+    assert result["reused"] is False
+    model = result["fine_tuned_model"]
+    assert model and model.startswith("ft:gpt-4o-mini")
+    assert result["cost"]["billed_tokens"] > 0
+    [record] = default_registry().jobs()
+    assert (record.job_id, record.status, record.fine_tuned_model) == (
+        result["job_id"],
+        "succeeded",
+        model,
+    )
+    assert record.dataset_id == result["dataset_id"]
+    assert record.source_paths == [CSV]
+    assert record.validation_file  # 20 examples: 2 held out
+    assert job_ids(isolated_env) == [result["job_id"]]
+    assert ask(model, BICYCLE) == BICYCLE_REPLY
+
+    rows = table_rows(artifact(state, "fine-tuning-jobs"))
+    assert rows[-1]["job"] == result["job_id"]
+    assert rows[-1]["status"] == "succeeded"
+    assert rows[-1]["fine-tuned model"] == model
+    assert artifact(state, "fine-tuning-progress").data == 100.0
+
+    again = finetune(paths=[CSV], out_dir=out_dir, wait=True)
+    assert (again["job_id"], again["reused"], again["status"]) == (
+        result["job_id"],
+        True,
+        "succeeded",
+    )
+    assert len(default_registry().jobs()) == 1
+
+    forced = finetune(paths=[CSV], out_dir=out_dir, wait=True, force=True)
+    assert forced["reused"] is False
+    assert forced["job_id"] != result["job_id"]
+    assert forced["status"] == "succeeded"
+    assert job_ids(isolated_env) == [result["job_id"], forced["job_id"]]
+
+
+def test_finetune_dialogues_trains_on_saved_dialogues(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.chdir(tmp_path)  # the flow writes its dataset under ./data/processed
+    dialogues = str(SAMPLES / "dialogues")
+    result = finetune_dialogues(dialogues_dir=dialogues, wait=True)
+
+    assert result["status"] == "succeeded"
+    assert result["reused"] is False
+    assert ":dialogues:" in result["fine_tuned_model"]
+    [record] = default_registry().jobs()
+    assert record.job_id == result["job_id"]
+    assert record.description == "fine-tune on saved dialogues"
+    assert record.options["suffix"] == "dialogues"
+
+    train = tmp_path / "data" / "processed" / result["dataset_id"] / "train.jsonl"
+    example = json.loads(train.read_text().splitlines()[0])["messages"]
+    question = next(m["content"] for m in example if m["role"] == "user")
+    answer = next(m["content"] for m in example if m["role"] == "assistant")
+    assert ask(result["fine_tuned_model"], question) == answer
+
+    again = finetune_dialogues(dialogues_dir=dialogues, wait=True)
+    assert (again["job_id"], again["reused"]) == (result["job_id"], True)
+
+
+def test_a_slow_job_fails_the_wait_and_poll_jobs_follows_it(
+    isolated_env: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setenv("FTPIPE_LOCAL_JOB_SPEED", "retrieves:50")
+    state = finetune(
+        paths=[CSV],
+        out_dir=str(tmp_path / "processed"),
+        wait=True,
+        wait_timeout_minutes=0.001,
+        return_state=True,
+    )
+
+    assert state.is_failed()
+    error = state.result(raise_on_failure=False)
+    assert isinstance(error, WaitTimeout)
+    assert "poll_jobs" in str(error)
+    [record] = default_registry().jobs()
+    assert record.status not in TERMINAL
+    assert job_ids(isolated_env) == [record.job_id]
+
+    polled = poll_jobs(return_state=True)
+    assert polled.is_completed()
+    [still] = polled.result()
+    assert still["job_id"] == record.job_id
+    assert still["status"] == "running"
+    assert still["fine_tuned_model"] is None
+    assert table_rows(artifact(polled, "fine-tuning-jobs"))[0]["job"] == record.job_id
+
+    client = make_client()
+    while client.fine_tuning.jobs.retrieve(record.job_id).status != "succeeded":
+        pass  # each read moves a `retrieves:N` job one step
+    done_state = poll_jobs(return_state=True)
+    [done] = done_state.result()
+    assert done["job_id"] == record.job_id
+    assert done["status"] == "succeeded"
+    assert done["fine_tuned_model"]
+    rows = table_rows(artifact(done_state, "fine-tuning-jobs"))
+    assert [(row["job"], row["status"]) for row in rows] == [(record.job_id, "succeeded")]
+    refreshed = default_registry().get(record.job_id)
+    assert refreshed is not None and refreshed.status == "succeeded"
+    assert refreshed.fine_tuned_model == done["fine_tuned_model"]
+
+    assert poll_jobs() == []  # nothing left to follow
+
+
+def test_a_refusal_fails_the_flow_plainly_without_retrying(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setenv("FTPIPE_LOCAL_REFUSE_FINE_TUNING", "true")
+    state = finetune(
+        paths=[str(SAMPLES / "ferry_support.jsonl")],
+        out_dir=str(tmp_path / "processed"),
+        wait=True,
+        return_state=True,
+    )
+
+    assert state.is_failed()
+    error = state.result(raise_on_failure=False)
+    assert isinstance(error, LaunchRefused)
+    for words in ("refused", "wound down", "OPENAI_BASE_URL"):
+        assert words in str(error)
+    assert "refused to create a fine-tuning job" in (state.message or "")
+    [launch_run] = task_runs(state, "launch-fine-tuning-job")
+    assert launch_run.state is not None and launch_run.state.is_failed()
+    assert launch_run.run_count == 1
+    assert default_registry().jobs() == []
