@@ -1,6 +1,7 @@
 """Benchmark of `ftpipe prepare` on a large question/answer CSV, against two references.
 
-Usage: python bench/prepare.py --size-mb 200 [--workdir DIR] [--keep] [--seed N] [--skip-baseline]
+Usage: python bench/prepare.py --size-mb 200 [--workdir DIR] [--keep] [--seed N] [--repeat N]
+       [--skip-baseline]
 
 One run generates a deterministic CSV (not timed), then runs three programs over it, each in its
 own child process so that wall time and peak RSS belong to that program alone:
@@ -9,7 +10,8 @@ own child process so that wall time and peak RSS belong to that program alone:
 * baseline  - OpenAI's cookbook guide ("Data preparation and analysis for chat model
               fine-tuning") applied to the CSV: pandas read_csv, a Python loop per example,
               the guide's format checks and token counts, json.dumps per line;
-* tokenizer - tiktoken's batched encoder over every text cell, the floor for exact counts.
+* tokenizer - tiktoken's batched encoder (encode_ordinary_batch) over every text cell; a
+              plain encode_ordinary loop is timed beside it for information.
 
 The last line reads `prepare: vs_baseline=... vs_tokenizer=... peak_rss_mb=...`. Targets are
 printed with PASS/MISS; a miss never fails the process (tests do not assert on timing).
@@ -29,7 +31,7 @@ import tempfile
 import time
 from collections import defaultdict
 from collections.abc import Callable, Iterator
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import Any
 
@@ -328,7 +330,7 @@ def _text_batches(csv_path: Path) -> Iterator[tuple[int, list[str]]]:
     names = ("question", "answer", "system")
     reader = pacsv.open_csv(
         csv_path,
-        read_options=pacsv.ReadOptions(block_size=16 << 20),
+        read_options=pacsv.ReadOptions(block_size=16 << 20, use_threads=False),
         parse_options=pacsv.ParseOptions(newlines_in_values=True),
         convert_options=pacsv.ConvertOptions(
             column_types={name: pa.string() for name in names}, strings_can_be_null=False
@@ -443,8 +445,8 @@ class Figures:
         )
 
 
-def _target(name: str, value: float, ok: bool, wanted: str) -> str:
-    return f"target {name:<12} {wanted:<8} got {value:8.2f}  {'PASS' if ok else 'MISS'}"
+def _target(name: str, value: float, ok: bool, op: str, goal: float) -> str:
+    return f"target {name:<12} {op:>2} {goal:<5g} got {value:8.2f}  {'PASS' if ok else 'MISS'}"
 
 
 def print_report(ftpipe: Figures, baseline: Figures | None, tokenizer: list[Figures]) -> None:
@@ -459,17 +461,34 @@ def print_report(ftpipe: Figures, baseline: Figures | None, tokenizer: list[Figu
     vs_baseline = ftpipe.mb_per_s / baseline.mb_per_s if baseline else float("nan")
     vs_tokenizer = ftpipe.seconds / tokenizer[0].seconds
     rss = ftpipe.peak_rss_mb
-    print(f"ratio ftpipe speed-up over baseline: {vs_baseline:.2f}x")
+    if baseline:
+        print(f"ratio ftpipe speed-up over baseline: {vs_baseline:.2f}x")
     for reference in tokenizer:
         print(
             f"ratio ftpipe time / {reference.name} time: {ftpipe.seconds / reference.seconds:.2f}"
         )
     if baseline:
-        print(_target("vs_baseline", vs_baseline, vs_baseline >= TARGET_VS_BASELINE, ">= 6"))
+        print(
+            _target(
+                "vs_baseline",
+                vs_baseline,
+                vs_baseline >= TARGET_VS_BASELINE,
+                ">=",
+                TARGET_VS_BASELINE,
+            )
+        )
     else:
         print("target vs_baseline  skipped (--skip-baseline)")
-    print(_target("vs_tokenizer", vs_tokenizer, vs_tokenizer <= TARGET_VS_TOKENIZER, "<= 1.5"))
-    print(_target("peak_rss_mb", rss, rss < TARGET_RSS_MB, "< 600") + "  (target is for 1 GB)")
+    print(
+        _target(
+            "vs_tokenizer",
+            vs_tokenizer,
+            vs_tokenizer <= TARGET_VS_TOKENIZER,
+            "<=",
+            TARGET_VS_TOKENIZER,
+        )
+    )
+    print(_target("peak_rss_mb", rss, rss < TARGET_RSS_MB, "<", TARGET_RSS_MB) + "  (for 1 GB)")
     print(
         f"prepare: vs_baseline={vs_baseline:.2f} vs_tokenizer={vs_tokenizer:.2f} "
         f"peak_rss_mb={rss:.1f}"
@@ -550,10 +569,30 @@ def benchmark(args: argparse.Namespace, work: Path) -> None:
         f"{time.perf_counter() - started:.1f} s (not measured)",
         flush=True,
     )
-    ftpipe = _measure_ftpipe(data, work)
-    baseline = None if args.skip_baseline else _measure_baseline(data, work)
-    tokenizer = _measure_tokenizer(data, work)
-    print_report(ftpipe, baseline, tokenizer)
+    print(f"load average before: {_load()}", flush=True)
+    ftpipe, baseline, tokenizer = [], [], []
+    for _ in range(args.repeat):
+        ftpipe.append(_measure_ftpipe(data, work))
+        if not args.skip_baseline:
+            baseline.append(_measure_baseline(data, work))
+        tokenizer.append(_measure_tokenizer(data, work))
+    print(f"load average after: {_load()}")
+    print_report(
+        _best(ftpipe),
+        _best(baseline) if baseline else None,
+        [_best([run[i] for run in tokenizer]) for i in range(len(tokenizer[0]))],
+    )
+
+
+def _best(runs: list[Figures]) -> Figures:
+    """The fastest of repeated runs (least disturbed by other load) with the highest peak RSS."""
+    fastest = min(runs, key=lambda figures: figures.seconds)
+    return replace(fastest, peak_rss_mb=max(figures.peak_rss_mb for figures in runs))
+
+
+def _load() -> str:
+    """Other processes on the machine skew the figures; the load average shows how much."""
+    return " ".join(f"{value:.2f}" for value in os.getloadavg()) + f" on {os.cpu_count()} cores"
 
 
 def _parse_args(argv: list[str] | None) -> argparse.Namespace:
@@ -565,6 +604,9 @@ def _parse_args(argv: list[str] | None) -> argparse.Namespace:
     parser.add_argument("--keep", action="store_true", help="Keep the generated files.")
     parser.add_argument("--seed", type=int, default=DEFAULT_SEED, help="Seed of the generator.")
     parser.add_argument("--skip-baseline", action="store_true", help="Skip the pandas baseline.")
+    parser.add_argument(
+        "--repeat", type=int, default=1, help="Run each program N times; report the fastest."
+    )
     parser.add_argument("--reference", choices=("baseline", "tokenizer"), help=argparse.SUPPRESS)
     parser.add_argument("--csv", type=Path, help=argparse.SUPPRESS)
     parser.add_argument("--out", type=Path, help=argparse.SUPPRESS)

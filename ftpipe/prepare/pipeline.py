@@ -132,8 +132,7 @@ class _Run:
     # -- bookkeeping -----------------------------------------------------------------------
 
     def _write_train(self, lines: list[str]) -> None:
-        if lines:
-            self._train.write("\n".join(lines) + "\n")
+        self._train.writelines(line + "\n" for line in lines)  # no batch-sized joined copy
 
     def advance(self, source: str, done: int) -> None:
         self.done_bytes = done
@@ -175,7 +174,8 @@ class _Run:
         """Drop duplicates of earlier examples, then hand the rest to the split."""
         if not lines:
             return
-        first = self.seen.first_seen(example_hashes(lines))
+        hashes = example_hashes(lines)
+        first = self.seen.first_seen(hashes)
         duplicates = np.flatnonzero(~first)
         self.counters.duplicates += len(duplicates)
         self.reject(
@@ -186,7 +186,7 @@ class _Run:
             ],
         )
         kept = np.flatnonzero(first)
-        self.picker.add([lines[i] for i in kept])
+        self.picker.add([lines[i] for i in kept], hashes[kept])
         self.token_counts.append(counts[kept])
         summary.examples += len(kept)
 

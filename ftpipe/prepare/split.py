@@ -25,6 +25,15 @@ def validation_size(total: int, share: float) -> int:
     return max(0, min(round(total * share), MAX_VALIDATION, total - MIN_TRAINING))
 
 
+def split_keys(hashes: np.ndarray, seed: int) -> np.ndarray:
+    """A seeded shuffle of content hashes (splitmix64), so the seed picks the validation set."""
+    with np.errstate(over="ignore"):
+        z = hashes.astype(np.uint64) + np.uint64((seed * 0x9E3779B97F4A7C15) % 2**64)
+        z = (z ^ (z >> np.uint64(30))) * np.uint64(0xBF58476D1CE4E5B9)
+        z = (z ^ (z >> np.uint64(27))) * np.uint64(0x94D049BB133111EB)
+        return z ^ (z >> np.uint64(31))
+
+
 @dataclass
 class ValidationPicker:
     """Holds the examples with the smallest keys; hands every other one to `to_train`."""
@@ -36,15 +45,21 @@ class ValidationPicker:
     order: np.ndarray = field(default_factory=lambda: np.empty(0, dtype=np.int64))
     seen: int = 0
 
-    def add(self, lines: list[str]) -> None:
-        """Take a batch of rendered examples, in source order."""
+    def add(self, lines: list[str], hashes: np.ndarray | None = None) -> None:
+        """Take a batch of rendered examples, in source order (with their content hashes, when
+        the caller has them, so nothing is hashed twice)."""
         if not lines:
             return
-        keys = np.concatenate([self.keys, example_hashes(lines, f"split{self.seed}")])
+        content = example_hashes(lines) if hashes is None else hashes
+        keys = np.concatenate([self.keys, split_keys(content, self.seed)])
         order = np.concatenate([self.order, np.arange(self.seen, self.seen + len(lines))])
         pool = self.lines + lines
         self.seen += len(lines)
-        keep = np.argsort(keys, kind="stable")[:MAX_VALIDATION]
+        keep = (
+            np.argpartition(keys, MAX_VALIDATION)[:MAX_VALIDATION]
+            if len(keys) > MAX_VALIDATION
+            else np.arange(len(keys))
+        )
         dropped = np.setdiff1d(np.arange(len(pool)), keep)
         self.to_train([pool[i] for i in dropped[np.argsort(order[dropped])]])
         self.keys, self.order = keys[keep], order[keep]
