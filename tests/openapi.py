@@ -49,3 +49,26 @@ def validate(schema_name: str, instance: Any) -> None:
     """Raise jsonschema's ValidationError when `instance` breaks the named schema."""
     schema = {"$ref": f"{SPEC_URI}#/components/schemas/{schema_name}"}
     Draft202012Validator(schema, registry=_registry()).validate(instance)
+
+
+def parsed(schema_name: str, raw: Any) -> Any:
+    """Validate a raw SDK response's JSON against the spec schema, then parse it strictly."""
+    validate(schema_name, raw.http_response.json())
+    return raw.parse()
+
+
+def parsed_list(schema_name: str, raw: Any) -> Any:
+    """Like `parsed` for lists whose spec types first_id/last_id as strings: an empty page has
+    no first or last id, and the server sends null there (as the checkpoint list allows)."""
+    body = raw.http_response.json()
+    if not body["data"] and body.get("first_id") is None and body.get("last_id") is None:
+        body = {**body, "first_id": "", "last_id": ""}
+    validate(schema_name, body)
+    return raw.parse()
+
+
+def error_of(excinfo: Any) -> dict[str, Any]:
+    """The error envelope of a failed SDK call, checked against the spec's ErrorResponse."""
+    body = excinfo.value.response.json()
+    validate("ErrorResponse", body)
+    return body["error"]

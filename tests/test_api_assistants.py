@@ -7,36 +7,10 @@ from typing import Any
 import openai
 import pytest
 
-from tests import openapi
+from tests.openapi import error_of, parsed, parsed_list
 
 # the SDK marks the whole beta Assistants API deprecated in favour of the Responses API
 pytestmark = pytest.mark.filterwarnings("ignore::DeprecationWarning")
-
-
-def parsed(schema: str, raw: Any) -> Any:
-    """Validate the raw JSON against the spec schema, then parse it with the strict SDK."""
-    openapi.validate(schema, raw.http_response.json())
-    return raw.parse()
-
-
-def parsed_list(raw: Any) -> Any:
-    """Like `parsed` for ListAssistantsResponse, whose spec types first_id/last_id as strings.
-
-    An empty page has no first or last id; the server sends null there, so only in that case
-    are the ids left out of the check.
-    """
-    body = raw.http_response.json()
-    if not body["data"] and body["first_id"] is None and body["last_id"] is None:
-        body = {**body, "first_id": "", "last_id": ""}
-    openapi.validate("ListAssistantsResponse", body)
-    return raw.parse()
-
-
-def error_of(excinfo: pytest.ExceptionInfo[openai.APIStatusError]) -> dict[str, Any]:
-    """The error envelope of a failed call, checked against the spec's ErrorResponse."""
-    body = excinfo.value.response.json()
-    openapi.validate("ErrorResponse", body)
-    return body["error"]
 
 
 def create(client: openai.OpenAI, **kwargs: Any) -> Any:
@@ -77,28 +51,35 @@ def test_minimal_assistant(client: openai.OpenAI) -> None:
 
 
 def test_list_and_pagination(client: openai.OpenAI) -> None:
-    empty = parsed_list(client.beta.assistants.with_raw_response.list())
+    empty = parsed_list("ListAssistantsResponse", client.beta.assistants.with_raw_response.list())
     assert empty.data == []
     assert empty.has_more is False
 
     created = [create(client, name=f"a{i}").id for i in range(5)]
     newest_first = list(reversed(created))
-    everything = parsed_list(client.beta.assistants.with_raw_response.list())
+    everything = parsed_list(
+        "ListAssistantsResponse", client.beta.assistants.with_raw_response.list()
+    )
     assert [a.id for a in everything.data] == newest_first
     assert everything.first_id == newest_first[0]
     assert everything.last_id == newest_first[-1]
     assert everything.has_more is False
 
-    first = parsed_list(client.beta.assistants.with_raw_response.list(limit=2, order="asc"))
+    first = parsed_list(
+        "ListAssistantsResponse",
+        client.beta.assistants.with_raw_response.list(limit=2, order="asc"),
+    )
     assert [a.id for a in first.data] == created[:2]
     assert first.has_more is True
     second = parsed_list(
-        client.beta.assistants.with_raw_response.list(limit=2, order="asc", after=first.last_id)
+        "ListAssistantsResponse",
+        client.beta.assistants.with_raw_response.list(limit=2, order="asc", after=first.last_id),
     )
     assert [a.id for a in second.data] == created[2:4]
     assert second.has_more is True
     before = parsed_list(
-        client.beta.assistants.with_raw_response.list(limit=2, order="asc", before=created[4])
+        "ListAssistantsResponse",
+        client.beta.assistants.with_raw_response.list(limit=2, order="asc", before=created[4]),
     )
     assert [a.id for a in before.data] == created[2:4]
 

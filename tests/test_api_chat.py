@@ -13,22 +13,10 @@ from PIL import Image
 
 from ftpipe.tokens import count_message_tokens, count_tokens
 from tests import openapi
+from tests.openapi import error_of, parsed
 
 MODEL = "gpt-4o-mini"
 SNAPSHOT = "gpt-4o-mini-2024-07-18"
-
-
-def parsed(schema: str, raw: Any) -> Any:
-    """Validate the raw JSON against the spec schema, then parse it with the strict SDK."""
-    openapi.validate(schema, raw.http_response.json())
-    return raw.parse()
-
-
-def error_of(excinfo: pytest.ExceptionInfo[openai.APIStatusError]) -> dict[str, Any]:
-    """The error envelope of a failed call, checked against the spec's ErrorResponse."""
-    body = excinfo.value.response.json()
-    openapi.validate("ErrorResponse", body)
-    return body["error"]
 
 
 def complete(client: openai.OpenAI, messages: list[dict[str, Any]], **kwargs: Any) -> Any:

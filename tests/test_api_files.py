@@ -9,36 +9,10 @@ from typing import Any
 import openai
 import pytest
 
-from tests import openapi
 from tests.conftest import StartServer, qa_examples, strict_client, write_jsonl
+from tests.openapi import error_of, parsed, parsed_list
 
 MIB = 1024 * 1024
-
-
-def parsed(schema: str, raw: Any) -> Any:
-    """Validate the raw JSON against the spec schema, then parse it with the strict SDK."""
-    openapi.validate(schema, raw.http_response.json())
-    return raw.parse()
-
-
-def parsed_list(raw: Any) -> Any:
-    """Like `parsed` for ListFilesResponse, whose spec types first_id/last_id as strings.
-
-    An empty page has no first or last id; the server sends null there (the spec's checkpoint
-    list allows exactly that), so only in that case are the ids left out of the check.
-    """
-    body = raw.http_response.json()
-    if not body["data"] and body["first_id"] is None and body["last_id"] is None:
-        body = {**body, "first_id": "", "last_id": ""}
-    openapi.validate("ListFilesResponse", body)
-    return raw.parse()
-
-
-def error_of(excinfo: pytest.ExceptionInfo[openai.APIStatusError]) -> dict[str, Any]:
-    """The error envelope of a failed call, checked against the spec's ErrorResponse."""
-    body = excinfo.value.response.json()
-    openapi.validate("ErrorResponse", body)
-    return body["error"]
 
 
 def training_file(tmp_path: Path, name: str = "train.jsonl", count: int = 10) -> Path:
@@ -120,23 +94,26 @@ def test_list_purpose_filter_and_order(client: openai.OpenAI, tmp_path: Path) ->
     notes.write_text("notes")
     other = upload(client, notes, "assistants")
 
-    everything = parsed_list(client.files.with_raw_response.list())
+    everything = parsed_list("ListFilesResponse", client.files.with_raw_response.list())
     assert [f.id for f in everything.data] == [other.id] + [f.id for f in reversed(tune)]
     assert everything.has_more is False
     body = everything.model_dump()
     assert body["first_id"] == other.id
     assert body["last_id"] == tune[0].id
 
-    only_tune = parsed_list(client.files.with_raw_response.list(purpose="fine-tune"))
+    only_tune = parsed_list(
+        "ListFilesResponse", client.files.with_raw_response.list(purpose="fine-tune")
+    )
     assert [f.id for f in only_tune.data] == [f.id for f in reversed(tune)]
     assert all(f.purpose == "fine-tune" for f in only_tune.data)
 
     ascending = parsed_list(
+        "ListFilesResponse",
         client.files.with_raw_response.list(purpose="fine-tune", order="asc"),
     )
     assert [f.id for f in ascending.data] == [f.id for f in tune]
 
-    none = parsed_list(client.files.with_raw_response.list(purpose="batch"))
+    none = parsed_list("ListFilesResponse", client.files.with_raw_response.list(purpose="batch"))
     assert none.data == []
     assert none.has_more is False
 
@@ -145,15 +122,19 @@ def test_list_pagination(client: openai.OpenAI, tmp_path: Path) -> None:
     created = [upload(client, training_file(tmp_path, f"p{i}.jsonl")) for i in range(5)]
     oldest_first = [f.id for f in created]
 
-    first = parsed_list(client.files.with_raw_response.list(limit=2, order="asc"))
+    first = parsed_list(
+        "ListFilesResponse", client.files.with_raw_response.list(limit=2, order="asc")
+    )
     assert [f.id for f in first.data] == oldest_first[:2]
     assert first.has_more is True
     second = parsed_list(
+        "ListFilesResponse",
         client.files.with_raw_response.list(limit=2, order="asc", after=first.data[-1].id),
     )
     assert [f.id for f in second.data] == oldest_first[2:4]
     assert second.has_more is True
     third = parsed_list(
+        "ListFilesResponse",
         client.files.with_raw_response.list(limit=2, order="asc", after=second.data[-1].id),
     )
     assert [f.id for f in third.data] == oldest_first[4:]

@@ -15,6 +15,7 @@ import pytest
 
 from tests import openapi
 from tests.conftest import StartServer, qa_examples, strict_client, write_jsonl
+from tests.openapi import error_of, parsed
 
 SNAPSHOT = "gpt-4o-mini-2024-07-18"
 STATUSES = ("validating_files", "queued", "running", "succeeded", "failed", "cancelled")
@@ -24,19 +25,6 @@ METHOD = {
         "hyperparameters": {"n_epochs": 2, "batch_size": "auto", "learning_rate_multiplier": "auto"}
     },
 }
-
-
-def parsed(schema: str, raw: Any) -> Any:
-    """Validate the raw JSON against the spec schema, then parse it with the strict SDK."""
-    openapi.validate(schema, raw.http_response.json())
-    return raw.parse()
-
-
-def error_of(excinfo: pytest.ExceptionInfo[openai.APIStatusError]) -> dict[str, Any]:
-    """The error envelope of a failed call, checked against the spec's ErrorResponse."""
-    body = excinfo.value.response.json()
-    openapi.validate("ErrorResponse", body)
-    return body["error"]
 
 
 def retrieve(client: openai.OpenAI, job_id: str) -> Any:

@@ -3,28 +3,15 @@
 from __future__ import annotations
 
 from pathlib import Path
-from typing import Any
 
 import openai
 import pytest
 
 from tests import openapi
 from tests.conftest import qa_examples, write_jsonl
+from tests.openapi import error_of, parsed
 
 BASE_IDS = ("gpt-4o-mini", "gpt-4o-mini-2024-07-18", "gpt-4o", "gpt-3.5-turbo", "gpt-4")
-
-
-def parsed(schema: str, raw: Any) -> Any:
-    """Validate the raw JSON against the spec schema, then parse it with the strict SDK."""
-    openapi.validate(schema, raw.http_response.json())
-    return raw.parse()
-
-
-def error_of(excinfo: pytest.ExceptionInfo[openai.APIStatusError]) -> dict[str, Any]:
-    """The error envelope of a failed call, checked against the spec's ErrorResponse."""
-    body = excinfo.value.response.json()
-    openapi.validate("ErrorResponse", body)
-    return body["error"]
 
 
 def fine_tuned_model(client: openai.OpenAI, tmp_path: Path, suffix: str = "models") -> str:

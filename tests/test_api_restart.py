@@ -4,19 +4,12 @@ from __future__ import annotations
 
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
-from typing import Any
 
 import openai
 import pytest
 
-from tests import openapi
 from tests.conftest import StartServer, qa_examples, strict_client, write_jsonl
-
-
-def parsed(schema: str, raw: Any) -> Any:
-    """Validate the raw JSON against the spec schema, then parse it with the strict SDK."""
-    openapi.validate(schema, raw.http_response.json())
-    return raw.parse()
+from tests.openapi import parsed
 
 
 def ask(client: openai.OpenAI, model: str, prompt: str) -> str | None:
