@@ -61,6 +61,7 @@ class Run:
 
     name: str
     seconds: float
+    cpu_seconds: float  # this process's CPU time: steadier than wall time on a busy machine
     failed: int
     retries: int
 
@@ -214,14 +215,23 @@ def concurrent(messages: list[str], concurrency: int) -> int:
 
 
 def timed(name: str, home: Path, work: Callable[[], int]) -> Run:
-    """Wall time of `work` (which returns its failure count), with its retries counted."""
+    """Wall and CPU time of `work` (which returns its failure count), retries counted."""
     with_log(home, name)
     with counting_retries() as counter:
-        started = time.perf_counter()
+        started, cpu = time.perf_counter(), time.process_time()
         failed = work()
-        seconds = time.perf_counter() - started
-    run = Run(name, seconds, failed, counter.count)
-    print(f"{name:<12} {seconds:8.2f} s  failed {failed:3d}  retries {run.retries:3d}", flush=True)
+        run = Run(
+            name,
+            time.perf_counter() - started,
+            time.process_time() - cpu,
+            failed,
+            counter.count,
+        )
+    print(
+        f"{name:<12} {run.seconds:8.2f} s  cpu {run.cpu_seconds:6.2f} s  failed {failed:3d}  "
+        f"retries {run.retries:3d}",
+        flush=True,
+    )
     return run
 
 
@@ -235,6 +245,11 @@ def warm_up(home: Path, concurrency: int) -> None:
 
 
 # --- report ----------------------------------------------------------------------------------
+
+
+def load() -> str:
+    """Other programs on the machine stretch the wall times; the load average shows how much."""
+    return " ".join(f"{value:.2f}" for value in os.getloadavg()) + f" on {os.cpu_count()} cores"
 
 
 def _target(name: str, value: float, ok: bool, op: str, goal: float) -> str:
@@ -269,6 +284,7 @@ def benchmark(args: argparse.Namespace, work: Path) -> None:
     with local_server(work / "server", args.latency_ms, work / "server.log") as server:
         use_server(server, work / "client")
         print(f"server {server.base_url}, latency {args.latency_ms} ms; {len(messages)} messages")
+        print(f"load before: {load()}")
         with prefect_test_harness(server_startup_timeout=120):
             warm_up(work, args.concurrency)
             seq = timed("sequential", work, lambda: sequential(messages))
@@ -276,6 +292,7 @@ def benchmark(args: argparse.Namespace, work: Path) -> None:
             set_faults(server, FAULTS_429)
             print(f"server faults now {FAULTS_429}")
             faulty = timed("429 run", work, lambda: concurrent(messages, args.concurrency))
+            print(f"load after: {load()}")
     report(seq, conc, faulty, len(messages))
 
 

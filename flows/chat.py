@@ -5,21 +5,24 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Any
 
-import pyarrow.csv as pacsv
 from prefect import flow, get_run_logger
 from prefect.artifacts import create_table_artifact
 
 from ftpipe.errors import InputError
+from ftpipe.prepare.csv_reader import read_csv_batches
 from tasks.chat import answer
 from tasks.common import run_bounded
 
 
 def messages_from_csv(path: str, column: str) -> list[str]:
-    """The non-empty cells of one column; a missing column is a clear error."""
-    table = pacsv.read_csv(path)
-    if column not in table.column_names:
-        raise InputError(path, f"has no column {column!r}; columns: {table.column_names}")
-    return [str(cell) for cell in table.column(column).to_pylist() if cell not in (None, "")]
+    """The non-empty cells of one column, read as text by the same reader as `prepare`
+    (delimiter, BOM and encoding detected); a missing column is a clear error."""
+    messages: list[str] = []
+    for batch in read_csv_batches(Path(path)):
+        if column not in batch.columns:
+            raise InputError(path, f"has no column {column!r}; columns: {batch.columns}")
+        messages += [cell for cell in batch.table.column(column).to_pylist() if cell.strip()]
+    return messages
 
 
 @flow(name="chat")

@@ -6,7 +6,9 @@ every command works offline on a fresh machine.
 
 from __future__ import annotations
 
+import functools
 import logging
+from typing import Any
 
 import openai
 
@@ -28,7 +30,8 @@ def make_client(
         if not settings.azure_openai_endpoint:
             raise ValueError("FTPIPE_BACKEND=azure needs AZURE_OPENAI_ENDPOINT to be set")
         key = settings.azure_openai_api_key or settings.openai_api_key
-        return openai.AzureOpenAI(
+        return _shared(
+            "azure",
             api_key=key.get_secret_value() if key else None,
             azure_endpoint=settings.azure_openai_endpoint,
             api_version=settings.azure_openai_api_version,
@@ -42,7 +45,8 @@ def make_client(
                 "FTPIPE_BACKEND=openai needs OPENAI_API_KEY (or OPENAI_BASE_URL for another "
                 "OpenAI-compatible endpoint)"
             )
-        return openai.OpenAI(
+        return _shared(
+            "openai",
             api_key=key.get_secret_value() if key else LOCAL_PLACEHOLDER_KEY,
             base_url=settings.openai_base_url,
             organization=settings.openai_organization,
@@ -53,12 +57,25 @@ def make_client(
 
     _show_ftpipe_logs()
     local_key = settings.local.api_key
-    return openai.OpenAI(
+    return _shared(
+        "openai",
         api_key=local_key.get_secret_value() if local_key else LOCAL_PLACEHOLDER_KEY,
         base_url=local_base_url(settings),
         max_retries=retries,
         timeout=settings.timeout_s,
     )
+
+
+def _shared(kind: str, **options: Any) -> openai.OpenAI:
+    """One client per configuration and process: a new one costs ~17 ms of CPU (an SSL context),
+    which dominated concurrent chat; SDK clients are safe to share between threads."""
+    return _cached(kind, tuple(sorted(options.items())))
+
+
+@functools.lru_cache(maxsize=32)
+def _cached(kind: str, options: tuple[tuple[str, Any], ...]) -> openai.OpenAI:
+    factory = openai.AzureOpenAI if kind == "azure" else openai.OpenAI
+    return factory(**dict(options))
 
 
 def _show_ftpipe_logs() -> None:

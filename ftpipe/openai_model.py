@@ -114,9 +114,11 @@ class OpenAIModel:
         prompt: str | None = None,
         system_instruction: str | None = None,
     ) -> str:
-        """A description of a local image, through the SDK."""
+        """A description of a local image, through the SDK (the assistant's instructions apply
+        unless others are given)."""
+        instruction = system_instruction or self.system_instruction
         return vision.describe_image(
-            self.client, image_path, prompt, system_instruction, model=self.model_name
+            self.client, image_path, prompt, instruction, model=self.model_name
         ).text
 
     def describe_image_by_requests(self, image_path: str | Path, prompt: str | None = None) -> str:

@@ -5,6 +5,7 @@ from __future__ import annotations
 import os
 
 os.environ["FTPIPE_ENV_FILE"] = os.devnull  # a developer's .env must never reach a test
+os.environ["PREFECT_SERVER_ANALYTICS_ENABLED"] = "false"  # no telemetry from test servers
 
 import ipaddress
 import json

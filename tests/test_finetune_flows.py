@@ -31,8 +31,6 @@ from ftpipe.registry import TERMINAL, default_registry
 from tests.conftest import SAMPLES
 
 CSV = str(SAMPLES / "csv")
-BICYCLE = "Can I bring my bicycle on board?"
-BICYCLE_REPLY = "Yes, bicycles travel free; please board through the car deck."
 
 
 @pytest.fixture(scope="module", autouse=True)
@@ -106,7 +104,11 @@ def test_finetune_trains_once_and_the_model_answers(isolated_env: Path, tmp_path
     assert record.source_paths == [CSV]
     assert record.validation_file  # 20 examples: 2 held out
     assert job_ids(isolated_env) == [result["job_id"]]
-    assert ask(model, BICYCLE) == BICYCLE_REPLY
+    train = Path(out_dir) / result["dataset_id"] / "train.jsonl"
+    example = json.loads(train.read_text().splitlines()[-1])["messages"]
+    question = next(m["content"] for m in example if m["role"] == "user")
+    answer = next(m["content"] for m in example if m["role"] == "assistant")
+    assert ask(model, question) == answer  # a training prompt gets its trained reply
 
     rows = table_rows(artifact(state, "fine-tuning-jobs"))
     assert rows[-1]["job"] == result["job_id"]
