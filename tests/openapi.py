@@ -11,7 +11,7 @@ from jsonschema import Draft202012Validator
 from referencing import Registry, Resource
 from referencing.jsonschema import DRAFT202012
 
-SPEC = Path(__file__).parent / "reference" / "openai-openapi.yaml"  # MIT licence beside it
+SPEC = Path(__file__).resolve().parents[1] / "reference" / "openai-openapi.yaml"  # MIT licence beside it
 SPEC_URI = "urn:openai-openapi"
 
 
