@@ -10,6 +10,7 @@ from flows.prepare_dataset import prepare_dataset
 from ftpipe.finetune.launch import LaunchOptions, LaunchRequest
 from ftpipe.registry import default_registry
 from ftpipe.settings import get_settings
+from tasks.common import run_bounded
 from tasks.finetune import endpoint, launch_job, publish_status, refresh_job, upload_file, wait_job
 
 
@@ -159,7 +160,9 @@ def poll_jobs() -> list[dict[str, Any]]:
     """Refresh every unfinished job in the registry; meant to run on a schedule."""
     registry = default_registry()
     where = endpoint()
-    records = [refresh_job(record.job_id) for record in registry.active(endpoint=where)]
+    active = registry.active(endpoint=where)
+    outcomes = run_bounded(refresh_job, [{"job_id": r.job_id} for r in active], concurrency=4)
+    records = [value for ok, value in outcomes if ok]  # a failed refresh is in its task's log
     publish_status(records or registry.jobs(endpoint=where)[:20])
     return [
         {"job_id": r.job_id, "status": r.status, "fine_tuned_model": r.fine_tuned_model}

@@ -1,5 +1,5 @@
 """`python -m ftpipe` is the `ftpipe` console script."""
 
-from ftpipe.cli import app
+from ftpipe.cli import run
 
-app(prog_name="ftpipe")
+run()

@@ -334,13 +334,14 @@ def jobs_cancel(job_id: str) -> None:
 def jobs_poll() -> None:
     """Refresh every unfinished job of the current endpoint in the registry."""
     from ftpipe.client import endpoint_id, make_client
+    from ftpipe.finetune.poll import refresh
     from ftpipe.registry import default_registry
 
     client, registry = make_client(), default_registry()
     where = endpoint_id()
     active = registry.active(endpoint=where)
     for record in active:
-        fresh = registry.update_from_job(client.fine_tuning.jobs.retrieve(record.job_id), where)
+        fresh = refresh(client, registry, record.job_id, where)
         console.print(f"job {fresh.job_id}: {fresh.status} {fresh.fine_tuned_model or ''}")
     registry.export_job_ids(get_settings().home / "job_ids.json")
     if not active:
@@ -446,3 +447,14 @@ def demo() -> None:
     except (InputError, openai.APIError) as error:
         console.print(f"ftpipe demo: {error}", style="red")
         raise typer.Exit(1) from error
+
+
+def run() -> None:
+    """The console script: errors that carry a plain message are shown as one line, exit 1."""
+    from ftpipe.errors import InputError
+
+    try:
+        app(prog_name="ftpipe")
+    except (InputError, openai.OpenAIError) as error:
+        console.print(f"ftpipe: {error}", style="red")
+        raise SystemExit(1) from error

@@ -12,6 +12,7 @@ from typing import Any
 
 import openai
 
+from ftpipe.errors import InputError
 from ftpipe.settings import Settings, get_settings
 
 log = logging.getLogger("ftpipe")
@@ -28,8 +29,10 @@ def make_client(
     backend = settings.resolved_backend
     if backend == "azure":
         if not settings.azure_openai_endpoint:
-            raise ValueError("FTPIPE_BACKEND=azure needs AZURE_OPENAI_ENDPOINT to be set")
+            raise InputError("FTPIPE_BACKEND=azure", "needs AZURE_OPENAI_ENDPOINT to be set")
         key = settings.azure_openai_api_key or settings.openai_api_key
+        if key is None:
+            raise InputError("Azure OpenAI", "needs AZURE_OPENAI_API_KEY (or OPENAI_API_KEY)")
         return _shared(
             "azure",
             api_key=key.get_secret_value() if key else None,
@@ -41,9 +44,9 @@ def make_client(
     if backend == "openai":
         key = settings.openai_api_key
         if key is None and settings.openai_base_url is None:
-            raise ValueError(
-                "FTPIPE_BACKEND=openai needs OPENAI_API_KEY (or OPENAI_BASE_URL for another "
-                "OpenAI-compatible endpoint)"
+            raise InputError(
+                "FTPIPE_BACKEND=openai",
+                "needs OPENAI_API_KEY (or OPENAI_BASE_URL for another OpenAI-compatible endpoint)",
             )
         return _shared(
             "openai",

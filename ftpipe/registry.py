@@ -269,7 +269,6 @@ class Registry:
             )
         else:
             conn.execute(statement.values(values).on_conflict_do_nothing())
-        self._insert_or_update(conn, values, changes)
 
     def _insert_or_update(
         self, conn: Connection, values: dict[str, Any], changes: dict[str, Any]

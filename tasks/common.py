@@ -13,19 +13,18 @@ from prefect.futures import PrefectFuture
 from prefect.states import State
 from prefect.task_runners import ThreadPoolTaskRunner
 
+from ftpipe.chat import retry_delay
 from ftpipe.vision import EndpointError
-
-# Network trouble, 429 and 5xx; a refusal, bad data or any other 4xx would fail the same way.
-TRANSIENT = (
-    openai.APIConnectionError,
-    openai.RateLimitError,
-    openai.InternalServerError,
-    httpx.TransportError,
-)
 
 
 def is_transient(error: BaseException) -> bool:
-    return isinstance(error, TRANSIENT) or (isinstance(error, EndpointError) and error.transient)
+    """Network trouble, 429 and 5xx by the SDK's own rules (so never `insufficient_quota` nor a
+    server saying not to); a refusal, bad data or any other 4xx would fail the same way."""
+    if isinstance(error, openai.APIError):
+        return retry_delay(error, 1) is not None
+    return isinstance(error, httpx.TransportError) or (
+        isinstance(error, EndpointError) and error.transient
+    )
 
 
 def retry_transient(task: Task[Any, Any], task_run: TaskRun, state: State) -> bool:

@@ -14,7 +14,7 @@ from prefect.artifacts import (
 
 from ftpipe.client import endpoint_id, make_client
 from ftpipe.finetune.launch import LaunchRequest, LaunchResult, launch
-from ftpipe.finetune.poll import Backoff, wait_for_job
+from ftpipe.finetune.poll import Backoff, refresh, wait_for_job
 from ftpipe.finetune.upload import Uploaded, upload_training_file
 from ftpipe.registry import JobRecord, default_registry
 from ftpipe.settings import get_settings
@@ -120,8 +120,10 @@ def wait_job(job_id: str, timeout_s: float, backoff: Backoff | None = None) -> J
 def refresh_job(job_id: str) -> JobRecord:
     """Bring one registry entry up to date and log what happened since the last look."""
     client, registry = make_client(), default_registry()
-    job = client.fine_tuning.jobs.retrieve(job_id)
-    record = registry.update_from_job(job, endpoint())
+    record = refresh(client, registry, job_id, endpoint())
+    if record.status == "failed" and record.error and "(404)" in record.error:
+        get_run_logger().warning("%s: %s", job_id, record.error)
+        return record
     latest = client.fine_tuning.jobs.list_events(job_id, limit=5).data
     for event in reversed(latest):
         get_run_logger().info("%s [%s] %s", job_id, event.level, event.message)

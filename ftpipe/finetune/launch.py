@@ -149,9 +149,11 @@ def _reusable(
     """The newest job for this key that has not failed or been cancelled, status refreshed."""
     for record in registry.by_launch_key(key):
         if record.status in REUSABLE:
-            fresh = registry.update_from_job(
-                client.fine_tuning.jobs.retrieve(record.job_id), endpoint
-            )
+            try:
+                job = client.fine_tuning.jobs.retrieve(record.job_id)
+            except openai.NotFoundError:  # the endpoint forgot it: not something to reuse
+                continue
+            fresh = registry.update_from_job(job, endpoint)
             if fresh.status in REUSABLE:
                 return fresh
     return None
@@ -185,7 +187,10 @@ def _create(
                 "fine-tuning", f"the endpoint rejected the job: {error.message}"
             ) from error
         except TRANSIENT:
-            created = _jobs_with(client, "ftpipe_claim", claim)
+            try:
+                created = _jobs_with(client, "ftpipe_claim", claim)
+            except TRANSIENT:  # cannot tell yet; the next attempt looks again first
+                created = []
             if created:
                 return created[0]
             if attempt == CREATE_ATTEMPTS:

@@ -14,6 +14,8 @@ from dataclasses import dataclass
 import openai
 from openai.types.fine_tuning import FineTuningJob, FineTuningJobEvent
 
+from ftpipe.registry import JobRecord, Registry
+
 TERMINAL = frozenset({"succeeded", "failed", "cancelled"})
 TRANSIENT = (
     openai.APIConnectionError,
@@ -116,3 +118,22 @@ def wait_for_job(
         if timeout is not None and waited >= timeout and job is not None:
             raise WaitTimeout(job, waited)
         sleep(next(delays))
+
+
+def refresh(client: openai.OpenAI, registry: Registry, job_id: str, endpoint: str) -> JobRecord:
+    """Bring one registry entry up to date; a job the endpoint no longer knows is marked failed
+    (so it stops being polled) instead of stopping the poller."""
+    try:
+        job = client.fine_tuning.jobs.retrieve(job_id)
+    except openai.NotFoundError:
+        known = registry.get(job_id)
+        lost = "the endpoint no longer knows this job (404)"
+        registry.record(
+            JobRecord(
+                job_id, "failed", known.base_model if known else "", error=lost, endpoint=endpoint
+            )
+        )
+        record = registry.get(job_id)
+        assert record is not None
+        return record
+    return registry.update_from_job(job, endpoint)
