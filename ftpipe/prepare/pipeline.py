@@ -192,7 +192,7 @@ class _Run:
 
     def close(self) -> None:
         self._train.close()
-        self.rejects.__exit__(None, None, None)
+        self.rejects.close()
 
 
 # -- CSV: columnar all the way ------------------------------------------------------------

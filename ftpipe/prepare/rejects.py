@@ -48,6 +48,9 @@ class RejectsWriter:
         error: BaseException | None,
         tb: TracebackType | None,
     ) -> None:
+        self.close()
+
+    def close(self) -> None:
         self._file.close()
 
     def add(self, reject: Reject) -> None:
