@@ -140,3 +140,13 @@ def qa_examples(count: int, *, system: str | None = None) -> list[dict]:
         ]
         examples.append({"messages": messages})
     return examples
+
+
+def require_system(available: bool, what: str) -> None:
+    """A test that needs a system program skips without it, except where `.ci/run` installed the
+    programs (FTPIPE_REQUIRE_SYSTEM_TESTS=1): there a missing program is a failure."""
+    if available:
+        return
+    if os.environ.get("FTPIPE_REQUIRE_SYSTEM_TESTS") == "1":
+        pytest.fail(f"{what} is required here (FTPIPE_REQUIRE_SYSTEM_TESTS=1) but missing")
+    pytest.skip(f"{what} is not installed (the Debian package that .ci/run installs)")
