@@ -1,18 +1,20 @@
-"""The job registry on real SQLite files: upserts, launch claims across threads and processes,
-job_ids.json, and rebuilding from the endpoint's own job list."""
+"""The job registry on real SQLite files and a real PostgreSQL server: upserts, launch claims
+across threads and processes, job_ids.json, and rebuilding from the endpoint's own job list."""
 
 from __future__ import annotations
 
 import json
 import multiprocessing
 import threading
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 import pytest
 
 from ftpipe.registry import TERMINAL, JobRecord, Registry, database_url, default_registry
+from tests.conftest import require_system
+from tests.postgres import PostgresServer, find_bin_dir
 
 if TYPE_CHECKING:
     import openai
@@ -33,14 +35,49 @@ def sqlite_url(path: Path) -> str:
     return f"sqlite:///{path}"
 
 
-@pytest.fixture
-def db_path(tmp_path: Path) -> Path:
-    return tmp_path / "db" / "registry.sqlite3"
+NewUrl = Callable[[], str]
+
+
+@pytest.fixture(scope="session")
+def postgres_server() -> Iterator[PostgresServer]:
+    """One PostgreSQL server for the session; each test gets its own databases on it."""
+    bin_dir = find_bin_dir()
+    require_system(bin_dir is not None, "PostgreSQL (initdb, pg_ctl)")
+    assert bin_dir is not None
+    with PostgresServer(bin_dir) as server:
+        yield server
+
+
+@pytest.fixture(params=["sqlite", "postgresql"])
+def new_db_url(request: pytest.FixtureRequest, tmp_path: Path) -> Iterator[NewUrl]:
+    """Makes empty databases of one backend: SQLite files or PostgreSQL databases."""
+    made: list[str] = []
+    server: PostgresServer | None = None
+    if request.param == "postgresql":
+        server = request.getfixturevalue("postgres_server")
+
+    def new() -> str:
+        if server is None:
+            url = sqlite_url(tmp_path / f"db-{len(made)}" / "registry.sqlite3")
+        else:
+            url = server.create_database()
+        made.append(url)
+        return url
+
+    yield new
+    if server is not None:
+        for url in made:
+            server.drop_database(url)
 
 
 @pytest.fixture
-def registry(db_path: Path) -> Registry:
-    return Registry(sqlite_url(db_path))
+def db_url(new_db_url: NewUrl) -> str:
+    return new_db_url()
+
+
+@pytest.fixture
+def registry(db_url: str) -> Registry:
+    return Registry(db_url)
 
 
 def job(job_id: str, created_at: int, **kwargs: Any) -> JobRecord:
@@ -100,7 +137,23 @@ def test_database_url_variable_wins(tmp_path: Path, monkeypatch: pytest.MonkeyPa
     assert (tmp_path / "elsewhere" / "jobs.db").exists()
 
 
-def test_sqlite_runs_in_wal_mode(registry: Registry) -> None:
+def test_database_url_variable_reaches_postgresql(
+    postgres_server: PostgresServer, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    url = postgres_server.create_database()
+    try:
+        monkeypatch.setenv("FTPIPE_DATABASE_URL", url)
+        registry = default_registry()
+        assert registry.engine.dialect.name == "postgresql"
+        registry.record(job("ftjob-1", 1, source_paths=["a.csv"]))
+        assert Registry(url).get("ftjob-1") == job("ftjob-1", 1, source_paths=["a.csv"])
+        registry.close()
+    finally:
+        postgres_server.drop_database(url)
+
+
+def test_sqlite_runs_in_wal_mode(tmp_path: Path) -> None:
+    registry = Registry(sqlite_url(tmp_path / "registry.sqlite3"))
     with registry.engine.connect() as conn:
         assert conn.exec_driver_sql("PRAGMA journal_mode").scalar() == "wal"
 
@@ -244,10 +297,10 @@ def test_claim_complete_and_release(registry: Registry) -> None:
     assert not registry.claim_launch("k")
 
 
-def test_threads_racing_for_a_claim_one_wins(registry: Registry, db_path: Path) -> None:
+def test_threads_racing_for_a_claim_one_wins(registry: Registry, db_url: str) -> None:
     barrier = threading.Barrier(8)
     wins: list[bool] = []
-    registries = [registry, *(Registry(sqlite_url(db_path)) for _ in range(7))]
+    registries = [registry, *(Registry(db_url) for _ in range(7))]
 
     def race(own: Registry) -> None:
         barrier.wait(timeout=30)
@@ -261,10 +314,9 @@ def test_threads_racing_for_a_claim_one_wins(registry: Registry, db_path: Path) 
     assert sorted(wins) == [False] * 7 + [True]
 
 
-def test_processes_racing_for_a_claim_one_wins(registry: Registry, db_path: Path) -> None:
+def test_processes_racing_for_a_claim_one_wins(registry: Registry, db_url: str) -> None:
     barrier = multiprocessing.get_context("spawn").Barrier(2)
-    url = sqlite_url(db_path)
-    wins = run_processes(claim_worker, [(url, "key", barrier), (url, "key", barrier)])
+    wins = run_processes(claim_worker, [(db_url, "key", barrier), (db_url, "key", barrier)])
     assert sorted(wins) == [False, True]
     assert registry.launched_job("key") is None
     assert not registry.claim_launch("key")
@@ -277,17 +329,17 @@ def wait_in_thread(registry: Registry, key: str) -> tuple[threading.Thread, list
     return thread, result
 
 
-def test_wait_for_launch_gets_the_winners_job(registry: Registry, db_path: Path) -> None:
+def test_wait_for_launch_gets_the_winners_job(registry: Registry, db_url: str) -> None:
     assert registry.claim_launch("k")
-    thread, result = wait_in_thread(Registry(sqlite_url(db_path)), "k")
+    thread, result = wait_in_thread(Registry(db_url), "k")
     registry.complete_launch("k", "ftjob-42")
     thread.join(timeout=30)
     assert result == ["ftjob-42"]
 
 
-def test_wait_for_launch_none_after_release(registry: Registry, db_path: Path) -> None:
+def test_wait_for_launch_none_after_release(registry: Registry, db_url: str) -> None:
     assert registry.claim_launch("k")
-    thread, result = wait_in_thread(Registry(sqlite_url(db_path)), "k")
+    thread, result = wait_in_thread(Registry(db_url), "k")
     registry.release_launch("k")
     thread.join(timeout=30)
     assert result == [None]
@@ -355,7 +407,7 @@ def test_export_job_ids_readers_never_see_half_a_file(registry: Registry, tmp_pa
 # --- rebuild ---------------------------------------------------------------------------------
 
 
-def test_rebuild_from_api(start_server: StartServer, tmp_path: Path, db_path: Path) -> None:
+def test_rebuild_from_api(start_server: StartServer, tmp_path: Path, new_db_url: NewUrl) -> None:
     from tests.conftest import qa_examples, strict_client, write_jsonl
 
     server = start_server()
@@ -365,15 +417,12 @@ def test_rebuild_from_api(start_server: StartServer, tmp_path: Path, db_path: Pa
     create_job(client, data, metadata={"team": "other"})
     create_job(client, data)
 
-    registry = Registry(sqlite_url(db_path))
+    registry = Registry(new_db_url())
     for created in ours:
         registry.update_from_job(created, server.base_url)
     registry.close()
-    db_path.unlink()
-    for leftover in db_path.parent.glob("registry.sqlite3-*"):
-        leftover.unlink()
 
-    rebuilt = Registry(sqlite_url(db_path))
+    rebuilt = Registry(new_db_url())  # the database was lost: an empty one replaces it
     assert rebuilt.jobs() == []
     assert rebuilt.rebuild_from_api(client, server.base_url) == 2
     records = rebuilt.jobs()
@@ -411,11 +460,10 @@ def test_rebuild_pages_through_every_job(
 # --- concurrent writers ----------------------------------------------------------------------
 
 
-def test_concurrent_writer_processes(db_path: Path) -> None:
-    url = sqlite_url(db_path)
-    outcomes = run_processes(record_worker, [(url, worker, 50) for worker in range(4)])
+def test_concurrent_writer_processes(db_url: str) -> None:
+    outcomes = run_processes(record_worker, [(db_url, worker, 50) for worker in range(4)])
     assert outcomes == ["ok"] * 4
-    assert len(Registry(url).jobs()) == 200
+    assert len(Registry(db_url).jobs()) == 200
 
 
 def test_upsert_without_on_conflict(registry: Registry, monkeypatch: pytest.MonkeyPatch) -> None:
