@@ -12,6 +12,7 @@ from ftpipe.errors import InputError
 from ftpipe.prepare.csv_reader import read_csv_batches
 from tasks.chat import answer
 from tasks.common import run_bounded
+from tasks.secrets import load_secret_blocks
 
 
 def messages_from_csv(path: str, column: str) -> list[str]:
@@ -25,7 +26,7 @@ def messages_from_csv(path: str, column: str) -> list[str]:
     return messages
 
 
-@flow(name="chat")
+@flow(name="chat", on_running=[load_secret_blocks])
 def chat(
     messages: list[str] | None = None,
     csv_path: str | None = None,

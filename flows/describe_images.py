@@ -17,12 +17,13 @@ from ftpipe.vision import (
     write_descriptions,
 )
 from tasks.common import run_bounded
+from tasks.secrets import load_secret_blocks
 from tasks.vision import describe_one
 
 ARTIFACT_KEY = "image-descriptions"
 
 
-@flow(name="describe_images")
+@flow(name="describe_images", on_running=[load_secret_blocks])
 def describe_images(
     folder: str,
     prompt: str | None = None,

@@ -1,0 +1,168 @@
+"""The deployments for real: `prefect server start` on loopback, `ftpipe serve` beside it, runs
+started through the API the way the UI does and from the UI itself in Chromium."""
+
+from __future__ import annotations
+
+import os
+import re
+import shutil
+import uuid
+from collections.abc import Iterator
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from flows.serve import read_specs
+from ftpipe.registry import JobRecord, default_registry
+from tests.conftest import SAMPLES, require_system
+from tests.prefect_server import ROOT, PrefectServer, Process, start_serve, wait_until
+
+pytestmark = pytest.mark.slow
+CHROMIUM = Path("/usr/bin/chromium")
+CHROMIUM_FLAGS = [
+    "--no-sandbox",
+    "--disable-gpu",
+    "--disable-quic",
+    "--no-first-run",
+    "--disable-background-networking",
+    "--disable-component-update",
+    "--disable-sync",
+]
+ARTIFACTS = Path(os.environ.get("FTPIPE_TEST_ARTIFACTS", ROOT / "test-artifacts"))
+
+
+@dataclass
+class Served:
+    server: PrefectServer
+    serve: Process
+    home: Path
+
+    def deployment(self, flow_entrypoint: str) -> dict[str, Any]:
+        [found] = [d for d in self.server.deployments() if d["entrypoint"] == flow_entrypoint]
+        return found
+
+
+@pytest.fixture(scope="module")
+def served(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Served]:
+    folder = tmp_path_factory.mktemp("prefect")
+    server = PrefectServer(folder)
+    serve: Process | None = None
+    try:
+        home = folder / "ftpipe-home"
+        serve = start_serve(server, folder, home, expected=len(read_specs()))
+        yield Served(server, serve, home)
+    finally:
+        if serve:
+            serve.stop()
+        server.stop()
+
+
+def unique_csv_folder(folder: Path) -> Path:
+    """The sample FAQ plus one row no other test has, so the run makes a dataset of its own."""
+    folder.mkdir(parents=True)
+    target = folder / "faq.csv"
+    shutil.copy(SAMPLES / "csv" / "faq.csv", target)
+    marker = uuid.uuid4().hex[:8]
+    with target.open("a", encoding="utf-8") as out:
+        out.write(f'"What is the marker of run {marker}?","The marker is {marker}."\n')
+    return folder
+
+
+def job_described(home: Path, description: str, monkeypatch: pytest.MonkeyPatch) -> JobRecord:
+    monkeypatch.setenv("FTPIPE_HOME", str(home))
+    [record] = [r for r in default_registry().jobs() if r.description == description]
+    return record
+
+
+def test_serve_registers_every_deployment_with_its_schedule(served: Served) -> None:
+    by_name = {(d["entrypoint"], d["name"]): d for d in served.server.deployments()}
+    assert set(by_name) == {
+        ("flows.finetune.finetune", "manual"),
+        ("flows.finetune.finetune_dialogues", "nightly"),
+        ("flows.finetune.poll_jobs", "every-5-minutes"),
+        ("flows.prepare_dataset.prepare_dataset", "manual"),
+        ("flows.describe_images.describe_images", "manual"),
+        ("flows.chat.chat", "manual"),
+    }
+    [poll] = by_name["flows.finetune.poll_jobs", "every-5-minutes"]["schedules"]
+    assert poll["active"] and poll["schedule"]["interval"] == 300
+    [nightly] = by_name["flows.finetune.finetune_dialogues", "nightly"]["schedules"]
+    assert nightly["active"] and nightly["schedule"]["cron"] == "0 2 * * *"
+    assert nightly["schedule"]["timezone"] == "UTC"
+    finetune = by_name["flows.finetune.finetune", "manual"]
+    assert finetune["schedules"] == []
+    assert finetune["parameters"]["paths"] == ["data/samples/csv"]
+    form = finetune["parameter_openapi_schema"]["properties"]  # what the UI draws its form from
+    assert "CSV files or folders" in form["paths"]["description"]
+    assert form["wait"]["type"] == "boolean"
+
+
+def test_api_started_finetune_run_completes_with_a_job_in_the_registry(
+    served: Served, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    deployment = served.deployment("flows.finetune.finetune")
+    data = unique_csv_folder(tmp_path / "api-run")
+    description = f"started through the API {uuid.uuid4().hex[:6]}"
+    parameters = {"paths": [str(data)], "suffix": "api-run", "description": description}
+    response = served.server.api.post(  # the request the UI's "Custom run" form sends
+        f"/deployments/{deployment['id']}/create_flow_run",
+        json={"parameters": parameters, "state": {"type": "SCHEDULED"}},
+    )
+    assert response.status_code == 201, response.text
+    run = served.server.wait_for_run(response.json()["id"], 180, served.serve.log)
+    assert run["state_type"] == "COMPLETED", run["state"]
+    assert run["parameters"]["paths"] == [str(data)]
+    record = job_described(served.home, description, monkeypatch)
+    assert record.status == "succeeded"
+    assert record.source_paths == [str(data)]
+    assert record.fine_tuned_model and "api-run" in record.fine_tuned_model
+
+
+def test_custom_run_from_the_ui_form_completes(
+    served: Served, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    require_system(CHROMIUM.exists(), "Debian's chromium")
+    from playwright.sync_api import expect, sync_playwright
+
+    deployment = served.deployment("flows.finetune.finetune")
+    data = unique_csv_folder(tmp_path / "ui-run")
+    description = f"started from the UI {uuid.uuid4().hex[:6]}"
+    ARTIFACTS.mkdir(parents=True, exist_ok=True)
+    with sync_playwright() as playwright:
+        browser = playwright.chromium.launch(
+            executable_path=str(CHROMIUM), headless=True, args=CHROMIUM_FLAGS
+        )
+        page = browser.new_page(viewport={"width": 1400, "height": 1000})
+        page.set_default_timeout(60_000)
+        try:
+            page.goto(f"{served.server.url}/deployments/deployment/{deployment['id']}")
+            page.get_by_role("button", name="Run", exact=True).click()
+            page.get_by_text("Custom run").click()
+            page.get_by_text("Parameters", exact=True).wait_for()
+            fields = page.locator("textarea")  # paths[0], model, description, out_dir
+            expect(fields.first).to_have_value("data/samples/csv")  # the deployment's default
+            fields.first.fill(str(data))
+            fields.nth(2).fill(description)
+            page.get_by_role("button", name="Submit").click()
+            page.wait_for_url(re.compile(r"tab=Runs"))  # back on the deployment's runs
+            created = wait_until(
+                lambda: served.server.runs_with(description), 60, "the UI's run", served.serve.log
+            )
+            [run] = created
+            page.get_by_role("link", name=run["name"]).first.click()
+            page.wait_for_url(re.compile(rf"/runs/flow-run/{run['id']}"))
+            run = served.server.wait_for_run(run["id"], 180, served.serve.log)
+            page.reload()
+            expect(page.locator(".state-badge").first).to_contain_text("Completed")
+            page.screenshot(path=str(ARTIFACTS / "ui-custom-run-completed.png"), full_page=True)
+        except BaseException:
+            page.screenshot(path=str(ARTIFACTS / "ui-custom-run-failure.png"), full_page=True)
+            raise
+        finally:
+            browser.close()
+    assert run["state_type"] == "COMPLETED", run["state"]
+    assert run["parameters"]["paths"] == [str(data)]
+    record = job_described(served.home, description, monkeypatch)
+    assert record.status == "succeeded" and record.source_paths == [str(data)]
