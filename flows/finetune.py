@@ -2,9 +2,10 @@
 
 from __future__ import annotations
 
+from pathlib import Path
 from typing import Any, Literal
 
-from prefect import flow
+from prefect import flow, get_run_logger
 
 from flows.prepare_dataset import prepare_dataset
 from ftpipe.finetune.launch import LaunchOptions, LaunchRequest
@@ -12,9 +13,10 @@ from ftpipe.registry import default_registry
 from ftpipe.settings import get_settings
 from tasks.common import run_bounded
 from tasks.finetune import endpoint, launch_job, publish_status, refresh_job, upload_file, wait_job
+from tasks.secrets import load_secret_blocks
 
 
-@flow(name="finetune")
+@flow(name="finetune", on_running=[load_secret_blocks])
 def finetune(
     paths: list[str],
     csv_text: str | None = None,
@@ -37,6 +39,8 @@ def finetune(
     force: bool = False,
     description: str = "",
     out_dir: str = "data/processed",
+    task_runner: Literal["threads", "dask"] = "threads",
+    dask_address: str | None = None,
 ) -> dict[str, Any]:
     """Prepare the inputs, upload them, launch one fine-tuning job, and optionally wait for it.
 
@@ -62,6 +66,10 @@ def finetune(
         force: Launch a new job even if this dataset and options already have one.
         description: A note kept with the job in the registry and job_ids.json.
         out_dir: Where prepared datasets are written.
+        task_runner: Preparation, one task per file: threads in this process, or dask: a Dask
+            cluster, a local cluster unless dask_address is given.
+        dask_address: The scheduler of an existing Dask cluster (tcp://host:8786); needs
+            task_runner dask.
     """
     prepared = prepare_dataset(
         paths=paths,
@@ -76,6 +84,8 @@ def finetune(
         redact=redact,
         validation_share=validation_share,
         out_dir=out_dir,
+        task_runner=task_runner,
+        dask_address=dask_address,
     )
     training = upload_file(prepared["train"])
     validation = upload_file(prepared["validation"]) if prepared["validation"] else None
@@ -117,7 +127,7 @@ def default_dialogue_dir() -> str:
     return str(get_settings().home / "dialogues")
 
 
-@flow(name="finetune_dialogues")
+@flow(name="finetune_dialogues", on_running=[load_secret_blocks])
 def finetune_dialogues(
     dialogues_dir: str | None = None,
     model: str = "gpt-4o-mini",
@@ -142,8 +152,16 @@ def finetune_dialogues(
         force: Launch even if these dialogues already have a job.
         description: A note kept with the job.
     """
+    folder = Path(dialogues_dir or default_dialogue_dir())
+    if not any(folder.rglob("*.json")):  # a nightly run before anyone chatted is not a failure
+        get_run_logger().warning(
+            "No saved dialogues in %s yet (the chat flow writes them there): nothing to "
+            "fine-tune on",
+            folder,
+        )
+        return {"skipped": f"no dialogues in {folder}", "job_id": None, "status": "skipped"}
     return finetune(
-        paths=[dialogues_dir or default_dialogue_dir()],
+        paths=[str(folder)],
         model=model,
         sentiments=sentiments,
         redact=redact,
@@ -155,7 +173,7 @@ def finetune_dialogues(
     )
 
 
-@flow(name="poll_jobs")
+@flow(name="poll_jobs", on_running=[load_secret_blocks])
 def poll_jobs() -> list[dict[str, Any]]:
     """Refresh every unfinished job in the registry; meant to run on a schedule."""
     registry = default_registry()

@@ -8,7 +8,13 @@ from prefect import flow
 
 from ftpipe.prepare.options import PrepareOptions
 from ftpipe.prepare.pipeline import PrepareFailed
-from tasks.prepare import prepare_files, publish_report
+from tasks.prepare import (
+    make_task_runner,
+    merge_parts,
+    plan_dataset,
+    prepare_sources,
+    publish_report,
+)
 
 
 @flow(name="prepare_dataset")
@@ -28,8 +34,13 @@ def prepare_dataset(
     seed: int = 42,
     max_rejects: int | None = None,
     out_dir: str = "data/processed",
+    task_runner: Literal["threads", "dask"] = "threads",
+    dask_address: str | None = None,
 ) -> dict[str, Any]:
     """Validate and convert the inputs into train/validation JSONL with a readable report.
+
+    Each input file is prepared by its own task; the results are merged in input order, so the
+    outputs are the same bytes whichever task runner prepared the files.
 
     Args:
         paths: CSV files, folders of CSVs or dialogue logs (.json), or chat JSONL files.
@@ -46,7 +57,12 @@ def prepare_dataset(
         validation_share: Share of examples held out for validation (at most 1000).
         seed: Seed of the deterministic train/validation split.
         max_rejects: Fail when more rows are rejected (default: 10% of the input rows).
-        out_dir: Where `<dataset-id>/` with the outputs is written.
+        out_dir: Where `<dataset-id>/` with the outputs is written. With a Dask cluster on
+            other machines, give a path on storage every worker sees (as for the inputs).
+        task_runner: threads: one task per file on threads of this process; dask: one task per
+            file on a Dask cluster, a local cluster unless dask_address is given.
+        dask_address: The scheduler of an existing Dask cluster (tcp://host:8786); needs
+            task_runner dask.
     """
     options = PrepareOptions(
         model=model,
@@ -62,8 +78,11 @@ def prepare_dataset(
         seed=seed,
         max_rejects=max_rejects,
     )
+    runner = make_task_runner(task_runner, dask_address)  # a wrong choice fails before reading
+    plan = plan_dataset(paths, options, csv_text, out_dir)
+    parts = prepare_sources(plan, runner)
     try:
-        result = prepare_files(paths, options, csv_text, out_dir)
+        result = merge_parts(plan, parts)
     except PrepareFailed as failed:  # the report says what went wrong; show it, then fail
         publish_report(failed.report)
         raise

@@ -5,13 +5,16 @@ from __future__ import annotations
 import logging
 import time
 from pathlib import Path
-from typing import Annotated
+from typing import TYPE_CHECKING, Annotated, Any, Literal
 
 import openai
 import typer
 from rich.console import Console
 
 from ftpipe.settings import get_settings
+
+if TYPE_CHECKING:
+    from ftpipe.prepare.options import PrepareOptions
 
 app = typer.Typer(
     help="Fine-tuning pipelines for OpenAI-compatible chat models.",
@@ -20,6 +23,8 @@ app = typer.Typer(
 )
 console = Console(soft_wrap=True, markup=False, highlight=False)  # paths may hold "[...]"
 SAMPLE_CHAT = Path("data/samples/ferry_support.jsonl")
+TaskRunnerName = Literal["threads", "dask"]
+DASK_ADDRESS_HELP = "Scheduler of an existing Dask cluster (tcp://host:8786); implies dask."
 
 
 @app.callback()
@@ -117,15 +122,22 @@ def prepare(
     max_rejects: Annotated[
         int | None, typer.Option(help="Fail above this many rejected rows (default 10%).")
     ] = None,
+    task_runner: Annotated[
+        TaskRunnerName | None,
+        typer.Option(
+            help="Run the prepare_dataset flow, one task per file: on threads, or on Dask "
+            "(a local cluster unless --dask-address). Default: no flow, this process."
+        ),
+    ] = None,
+    dask_address: Annotated[str | None, typer.Option(help=DASK_ADDRESS_HELP)] = None,
 ) -> None:
     """Validate CSV files or saved dialogues and write train/validation JSONL with a report."""
     from pydantic import ValidationError
-    from rich.progress import BarColumn, DownloadColumn, Progress, TextColumn, TimeRemainingColumn
 
     from ftpipe.errors import InputError
     from ftpipe.prepare.options import PrepareOptions
-    from ftpipe.prepare.pipeline import prepare as run_prepare
 
+    runner = _runner_choice(task_runner, dask_address)
     try:
         options = PrepareOptions(
             model=model or get_settings().default_model,
@@ -146,6 +158,37 @@ def prepare(
         field = ".".join(str(part) for part in first["loc"])
         console.print(f"ftpipe prepare: invalid option {field}: {first['msg']}", style="red")
         raise typer.Exit(2) from error
+    try:
+        if runner is None:
+            prepared = _prepare_here(paths or [], options, csv_text, out)
+        else:
+            prepared = _prepare_in_flow(paths or [], options, csv_text, out, runner, dask_address)
+    except InputError as error:
+        console.print(f"ftpipe prepare: {error}", style="red")
+        raise typer.Exit(1) from error
+    _print_prepared(*prepared)
+
+
+Prepared = tuple[str, dict[str, Any], dict[str, Any], str]  # id, counts, cost, output folder
+
+
+def _runner_choice(
+    task_runner: TaskRunnerName | None, dask_address: str | None
+) -> TaskRunnerName | None:
+    """--dask-address means Dask; asking for threads as well is a mistake."""
+    if dask_address and task_runner == "threads":
+        raise typer.BadParameter("needs --task-runner dask", param_hint="--dask-address")
+    return "dask" if dask_address else task_runner
+
+
+def _prepare_here(
+    paths: list[Path], options: PrepareOptions, csv_text: str | None, out: Path
+) -> Prepared:
+    """The core in this process, with a progress bar: no Prefect server needed."""
+    from rich.progress import BarColumn, DownloadColumn, Progress, TextColumn, TimeRemainingColumn
+
+    from ftpipe.prepare.pipeline import prepare as run_prepare
+
     columns = [
         TextColumn("{task.description}"),
         BarColumn(),
@@ -160,16 +203,53 @@ def prepare(
 
         try:
             result = run_prepare(
-                paths or [], options, csv_text=csv_text, out_root=out, progress=on_progress
+                paths, options, csv_text=csv_text, out_root=out, progress=on_progress
             )
-        except InputError as error:
+        except BaseException:
             bar.stop()
-            console.print(f"ftpipe prepare: {error}", style="red")
-            raise typer.Exit(1) from error
-    counts = result.report["counts"]
-    cost = result.report["cost"]
+            raise
+    report = result.report
+    return result.dataset_id, report["counts"], report["cost"], str(result.out_dir)
+
+
+def _prepare_in_flow(
+    paths: list[Path],
+    options: PrepareOptions,
+    csv_text: str | None,
+    out: Path,
+    task_runner: TaskRunnerName,
+    dask_address: str | None,
+) -> Prepared:
+    """The prepare_dataset flow, one task per file on threads or Dask."""
+    _quiet_dask()
+    from flows.prepare_dataset import prepare_dataset
+    from ftpipe.errors import InputError
+
+    for name in ("prefect.flow_runs", "prefect.task_runs"):
+        logging.getLogger(name).addFilter(_NoTracebackFor((InputError,)))
+    result = prepare_dataset(
+        paths=[str(path) for path in paths],
+        csv_text=csv_text,
+        out_dir=str(out),
+        task_runner=task_runner,
+        dask_address=dask_address,
+        **options.model_dump(),
+    )
+    return result["dataset_id"], result["counts"], result["cost"], result["out_dir"]
+
+
+def _quiet_dask() -> None:
+    """Dask logs every scheduler and worker event at INFO; local workers inherit this too."""
+    import os
+
+    os.environ.setdefault("DASK_LOGGING__DISTRIBUTED", "warning")
+
+
+def _print_prepared(
+    dataset_id: str, counts: dict[str, Any], cost: dict[str, Any], out_dir: str
+) -> None:
     console.print(
-        f"dataset {result.dataset_id}: {counts['examples']} examples ({counts['train']} train, "
+        f"dataset {dataset_id}: {counts['examples']} examples ({counts['train']} train, "
         f"{counts['validation']} validation), {counts['rejected']} rows rejected, "
         f"{counts['duplicates_dropped']} duplicates dropped"
     )
@@ -178,7 +258,7 @@ def prepare(
         f"{cost['epochs']} epochs = {cost['billed_tokens']:,} billed tokens"
         + (f" = ${cost['usd']:.4f}" if cost["usd"] is not None else "")
     )
-    console.print(f"outputs in {result.out_dir}")
+    console.print(f"outputs in {out_dir}")
 
 
 class _NoTracebackFor(logging.Filter):
@@ -207,12 +287,19 @@ def train(
     label: Annotated[str | None, typer.Option(help="Label mode: positive|negative.")] = None,
     text_column: Annotated[str | None, typer.Option(help="Label mode: text column.")] = None,
     description: Annotated[str, typer.Option(help="A note kept with the job.")] = "",
+    task_runner: Annotated[
+        TaskRunnerName | None,
+        typer.Option(help="Prepare one task per file on threads (default) or on Dask."),
+    ] = None,
+    dask_address: Annotated[str | None, typer.Option(help=DASK_ADDRESS_HELP)] = None,
 ) -> None:
     """Run the `finetune` flow: prepare, upload, launch (once), and optionally wait."""
     from flows.finetune import finetune
     from ftpipe.errors import InputError
     from ftpipe.finetune.poll import JobFailed, WaitTimeout
 
+    runner = _runner_choice(task_runner, dask_address) or "threads"
+    _quiet_dask()
     plain = (InputError, JobFailed, WaitTimeout)
     for name in ("prefect.flow_runs", "prefect.task_runs"):
         logging.getLogger(name).addFilter(_NoTracebackFor(plain))
@@ -228,6 +315,8 @@ def train(
             wait=wait,
             force=force,
             description=description,
+            task_runner=runner,
+            dask_address=dask_address,
         )
     except (InputError, JobFailed, WaitTimeout, openai.APIError) as error:
         console.print(f"ftpipe train: {error}", style="red")
@@ -447,6 +536,30 @@ def demo() -> None:
     except (InputError, openai.APIError) as error:
         console.print(f"ftpipe demo: {error}", style="red")
         raise typer.Exit(1) from error
+
+
+@app.command()
+def serve(
+    file: Annotated[
+        Path | None,
+        typer.Option(help="Deployments file (default: the project's deployments/prefect.yaml)."),
+    ] = None,
+    limit: Annotated[
+        int | None, typer.Option(help="Most flow runs at the same time (default: no limit).")
+    ] = None,
+) -> None:
+    """Serve every deployment (schedules, UI-started runs) from this process until Ctrl-C."""
+    from prefect.settings import PREFECT_API_URL
+
+    from flows.serve import DEFAULT_FILE, serve_all
+
+    if not PREFECT_API_URL.value():
+        console.print(
+            "No PREFECT_API_URL: serving against a temporary Prefect server, without the UI. "
+            "Start `prefect server start` and set PREFECT_API_URL=http://127.0.0.1:4200/api "
+            "to see these deployments in the UI."
+        )
+    serve_all(file or DEFAULT_FILE, limit=limit)
 
 
 def run() -> None:

@@ -65,7 +65,7 @@ jobs_table = Table(
     Column("status", String(32), nullable=False),
     Column("base_model", String(255), nullable=False),
     Column("fine_tuned_model", String(255)),
-    Column("dataset_id", String(255)),
+    Column("dataset_id", String(512)),  # from job metadata, whose values go up to 512
     Column("source_paths", JSON, nullable=False),
     Column("training_file", String(255)),
     Column("validation_file", String(255)),

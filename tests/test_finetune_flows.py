@@ -156,6 +156,17 @@ def test_finetune_dialogues_trains_on_saved_dialogues(
     assert (again["job_id"], again["reused"]) == (result["job_id"], True)
 
 
+def test_finetune_dialogues_before_any_dialogue_completes_without_a_job(
+    isolated_env: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.chdir(tmp_path)
+    result = finetune_dialogues()  # the nightly default: FTPIPE_HOME/dialogues, not there yet
+
+    assert result["status"] == "skipped" and result["job_id"] is None
+    assert str(isolated_env / "dialogues") in result["skipped"]
+    assert default_registry().jobs() == []
+
+
 def test_a_slow_job_fails_the_wait_and_poll_jobs_follows_it(
     isolated_env: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:

@@ -1,18 +1,23 @@
 """Dataset preparation end to end: read, map, validate, clean, count, split, write, report.
 
+Two phases with one code path, however they are run. `prepare_source` takes one source (a file
+or the CSV text) through everything that needs only that source: reading, mapping, the GX
+suites, the chat-format rules, token counts and limits. It streams its rejects and surviving
+examples to a part file (parts.py). `finish_run` replays the parts in input order: dedupe across
+files, the split, rejects.csv and the report (merge.py). `prepare` runs both in this process,
+one source after the other; the prepare_dataset flow runs one `prepare_source` task per source.
 CSV batches stay columnar from the reader to the JSONL writer; dialogues and chat JSONL go
-example by example. Both meet in `_Run.keep`, which drops duplicates, splits and writes.
-Outputs are built in a scratch folder and moved into `<out_root>/<dataset-id>/` only when the
-run succeeds; a failed run leaves its report and rejects.csv there but no JSONL.
+example by example. Outputs are built in a scratch folder and moved into
+`<out_root>/<dataset-id>/` only when the run succeeds; a failed run leaves its report and
+rejects.csv there but no JSONL.
 """
 
 from __future__ import annotations
 
 import json
 import shutil
-import time
-from collections.abc import Callable, Iterator, Sequence
-from dataclasses import asdict, dataclass, field
+from collections.abc import Callable, Iterable, Iterator, Sequence
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
@@ -21,14 +26,13 @@ import pandas as pd
 import pyarrow as pa
 import pyarrow.compute as pc
 
-from ftpipe import catalog, tokens
+from ftpipe import tokens
 from ftpipe.chat_format import MIN_EXAMPLES, check_example
 from ftpipe.chat_format import RULES as FORMAT_RULES
 from ftpipe.errors import InputError
-from ftpipe.estimate import CostEstimate, billed_tokens_per_epoch, cost_for
 from ftpipe.prepare import report as reporting
 from ftpipe.prepare.csv_reader import CsvBatch, read_csv_batches, read_csv_text
-from ftpipe.prepare.dedupe import SeenHashes, example_hashes
+from ftpipe.prepare.dedupe import example_hashes
 from ftpipe.prepare.dialogues import read_dialogue_file, split_conversations
 from ftpipe.prepare.expectations import BatchOutcome, SuiteRunner
 from ftpipe.prepare.mapping import (
@@ -38,19 +42,38 @@ from ftpipe.prepare.mapping import (
     to_chat_columns,
     trimmed_cells,
 )
+from ftpipe.prepare.merge import RULE_DESCRIPTIONS, Merger, token_limit
 from ftpipe.prepare.options import PrepareOptions, default_output_root
-from ftpipe.prepare.rejects import CLEANUP_RULES, Reject, RejectsWriter
+from ftpipe.prepare.parts import (
+    Counters,
+    KeepBatch,
+    PartWriter,
+    RuleKey,
+    SourcePart,
+    part_path,
+    parts_dir,
+)
+from ftpipe.prepare.rejects import CLEANUP_RULES, Reject
 from ftpipe.prepare.render import render_columns, render_example
 from ftpipe.prepare.sources import Source, content_digest, resolve_sources
-from ftpipe.prepare.split import ValidationPicker
 
 Progress = Callable[[str, int, int], None]  # (what, done bytes, total bytes)
+SourceProgress = Callable[[int], None]  # bytes of one source read so far
 EXAMPLE_CHUNK = 20_000
 FORMAT_SPOT_CHECK = 50
-RULE_DESCRIPTIONS = {
-    "duplicate": "exact duplicate of an earlier example",
-    "too_many_tokens": "example over the model's per-example token limit",
-}
+
+__all__ = [
+    "PrepareFailed",
+    "PrepareResult",
+    "Progress",
+    "RunPlan",
+    "SourcePart",
+    "discard_run",
+    "finish_run",
+    "plan_run",
+    "prepare",
+    "prepare_source",
+]
 
 
 class PrepareFailed(InputError):
@@ -89,41 +112,48 @@ class PrepareResult:
         return path if path.exists() else None
 
 
-@dataclass
-class _Counters:
-    input_rows: int = 0
-    trimmed_cells: int = 0
-    duplicates: int = 0
-    truncated: int = 0
-    over_limit: int = 0
+@dataclass(frozen=True)
+class RunPlan:
+    """What is fixed before any source is read: the sources, the dataset id, the folders."""
+
+    dataset_id: str
+    sources: list[Source]
+    sizes: list[int]
+    ignored: list[str]
+    options: PrepareOptions
+    out_root: Path
+    created_root: bool
+
+    @property
+    def out_dir(self) -> Path:
+        return self.out_root / self.dataset_id
+
+    @property
+    def work(self) -> Path:
+        """The scratch folder; absolute, so a worker in another process finds the same one."""
+        return (self.out_root / f".{self.dataset_id}.partial").absolute()
+
+    @property
+    def total_bytes(self) -> int:
+        return sum(self.sizes)
 
 
 @dataclass
-class _Run:
-    """The state of one preparation run."""
+class _SourceRun:
+    """The state of preparing one source."""
 
     options: PrepareOptions
-    work: Path
-    progress: Progress | None
-    total_bytes: int
-    rejects: RejectsWriter = field(init=False)
-    seen: SeenHashes = field(default_factory=SeenHashes)
-    counters: _Counters = field(default_factory=_Counters)
-    token_counts: list[np.ndarray] = field(default_factory=list)
-    rules: dict[tuple[str, str, str | None], reporting.RuleOutcome] = field(default_factory=dict)
-    summaries: list[reporting.SourceSummary] = field(default_factory=list)
+    source: Source
+    writer: PartWriter
+    progress: SourceProgress | None
+    counters: Counters = field(default_factory=Counters)
+    rules: dict[RuleKey, reporting.RuleOutcome] = field(default_factory=dict)
     runners: dict[str, SuiteRunner] = field(default_factory=dict)
-    done_bytes: int = 0
 
     def __post_init__(self) -> None:
-        self.rejects = RejectsWriter(self.work / "rejects.csv")
-        self._train = (self.work / "train.jsonl").open("w", encoding="utf-8")
-        self.picker = ValidationPicker(self.options.seed, self._write_train)
-        info = catalog.lookup(self.options.model)
-        self.limit = info.training_token_limit if info else None
-        for code, description in FORMAT_RULES.items():
-            self.rule("format", code, None, description, 0)
-        self.rule("limits", "too_many_tokens", None, RULE_DESCRIPTIONS["too_many_tokens"], 0)
+        self.summary = reporting.SourceSummary(self.source.name, self.source.kind)
+        self.size = self.source.size
+        self.limit = token_limit(self.options.model)
         self.role_tokens = {
             role: tokens.count_tokens(role, self.options.model)
             for role in ("system", "user", "assistant")
@@ -131,13 +161,9 @@ class _Run:
 
     # -- bookkeeping -----------------------------------------------------------------------
 
-    def _write_train(self, lines: list[str]) -> None:
-        self._train.writelines(line + "\n" for line in lines)  # no batch-sized joined copy
-
-    def advance(self, source: str, done: int) -> None:
-        self.done_bytes = done
+    def advance(self, done: int) -> None:
         if self.progress:
-            self.progress(source, min(done, self.total_bytes), self.total_bytes)
+            self.progress(min(done, self.size))
 
     def runner(self, kind: str) -> SuiteRunner:
         if kind not in self.runners:
@@ -157,42 +183,14 @@ class _Run:
         for item in outcome.outcomes:
             self.rule(f"gx:{kind}", item.rule, item.column, item.description, item.unexpected)
 
-    def reject(self, summary: reporting.SourceSummary, rejects: list[Reject]) -> None:
-        self.rejects.add_all(rejects)
-        summary.rejected += len({r.line for r in rejects if r.rule not in CLEANUP_RULES})
+    def reject(self, rejects: list[Reject]) -> None:
+        self.writer.rejects(rejects)
+        self.summary.rejected += len({r.line for r in rejects if r.rule not in CLEANUP_RULES})
 
-    # -- the shared tail: limits, duplicates, split ---------------------------------------
-
-    def keep(
-        self,
-        summary: reporting.SourceSummary,
-        lines: list[str],
-        counts: np.ndarray,
-        line_numbers: np.ndarray,
-        excerpts: list[str],
-    ) -> None:
-        """Drop duplicates of earlier examples, then hand the rest to the split."""
-        if not lines:
-            return
-        hashes = example_hashes(lines)
-        first = self.seen.first_seen(hashes)
-        duplicates = np.flatnonzero(~first)
-        self.counters.duplicates += len(duplicates)
-        self.reject(
-            summary,
-            [
-                Reject(summary.name, int(line_numbers[i]), "*", "duplicate", excerpts[i])
-                for i in duplicates
-            ],
-        )
-        kept = np.flatnonzero(first)
-        self.picker.add([lines[i] for i in kept], hashes[kept])
-        self.token_counts.append(counts[kept])
-        summary.examples += len(kept)
-
-    def close(self) -> None:
-        self._train.close()
-        self.rejects.close()
+    def keep(self, lines: list[str], counts: np.ndarray, line_numbers: np.ndarray) -> None:
+        """Hand examples that passed this source's rules to the merge (dedupe, split)."""
+        if lines:
+            self.writer.keep(KeepBatch(lines, counts, line_numbers, example_hashes(lines)))
 
 
 # -- CSV: columnar all the way ------------------------------------------------------------
@@ -205,7 +203,7 @@ def _column_tokens(values: pa.Array, model: str) -> np.ndarray:
     return distinct[encoded.indices.to_numpy(zero_copy_only=False)] if len(distinct) else distinct
 
 
-def _example_tokens(run: _Run, columns: dict[str, pa.Array]) -> np.ndarray:
+def _example_tokens(run: _SourceRun, columns: dict[str, pa.Array]) -> np.ndarray:
     """OpenAI's per-example count: 3 per message plus role and content tokens, plus 3."""
     rows = len(columns["user"])
     total = np.full(rows, 3, dtype=np.int64)
@@ -218,7 +216,7 @@ def _example_tokens(run: _Run, columns: dict[str, pa.Array]) -> np.ndarray:
     return total
 
 
-def _spot_check(run: _Run, lines: list[str]) -> None:
+def _spot_check(lines: list[str]) -> None:
     """CSV examples are well-formed by construction; a sample per batch proves it stays so."""
     for line in lines[:FORMAT_SPOT_CHECK]:
         issues = check_example(json.loads(line))
@@ -247,7 +245,7 @@ def _gx_rejects(plan: ColumnPlan, batch: CsvBatch, outcome: BatchOutcome) -> lis
 
 
 def _over_limit(
-    run: _Run, columns: dict[str, pa.Array], counts: np.ndarray, lines: list[str]
+    run: _SourceRun, columns: dict[str, pa.Array], counts: np.ndarray, lines: list[str]
 ) -> tuple[np.ndarray, list[str], np.ndarray]:
     """Truncate (when asked) or mark for rejection the examples over the token limit."""
     over = np.flatnonzero(counts > run.limit) if run.limit else np.empty(0, np.int64)
@@ -269,7 +267,7 @@ def _over_limit(
     return counts, lines, dropped
 
 
-def _truncate(run: _Run, messages: list[dict[str, Any]]) -> list[dict[str, Any]] | None:
+def _truncate(run: _SourceRun, messages: list[dict[str, Any]]) -> list[dict[str, Any]] | None:
     """Cut the last message so the example fits the limit; None when nothing is left of it."""
     assert run.limit is not None
     model = run.options.model
@@ -290,11 +288,10 @@ def _truncate(run: _Run, messages: list[dict[str, Any]]) -> list[dict[str, Any]]
     return None
 
 
-def _prepare_csv(run: _Run, source: Source) -> None:
-    summary = reporting.SourceSummary(source.name, source.kind)
-    run.summaries.append(summary)
+def _prepare_csv(run: _SourceRun) -> None:
+    summary, source = run.summary, run.source
     plan: ColumnPlan | None = None
-    start, read = run.done_bytes, 0
+    read = 0
     for batch in _csv_rows(source):
         if plan is None:
             plan = plan_columns(source.name, batch.columns, run.options)
@@ -303,10 +300,9 @@ def _prepare_csv(run: _Run, source: Source) -> None:
                 summary.notes.append(batch.dialect.note)
             if batch.dialect.delimiter != ",":
                 summary.notes.append(f"delimiter {batch.dialect.delimiter!r}")
-        _prepare_csv_batch(run, summary, plan, batch)
+        _prepare_csv_batch(run, plan, batch)
         read += _batch_bytes(batch.table)
-        run.advance(source.name, start + min(read, source.size))
-    run.advance(source.name, start + source.size)
+        run.advance(read)
 
 
 def _batch_bytes(table: pa.Table) -> int:
@@ -315,17 +311,15 @@ def _batch_bytes(table: pa.Table) -> int:
     return cells + table.num_rows * max(1, table.num_columns)
 
 
-def _prepare_csv_batch(
-    run: _Run, summary: reporting.SourceSummary, plan: ColumnPlan, batch: CsvBatch
-) -> None:
+def _prepare_csv_batch(run: _SourceRun, plan: ColumnPlan, batch: CsvBatch) -> None:
     rows = batch.table.num_rows
-    summary.rows += rows
+    run.summary.rows += rows
     run.counters.input_rows += rows
     run.counters.trimmed_cells += trimmed_cells(plan, batch.table)
     mapped = apply_plan(plan, batch.table)
     outcome = run.runner(plan.kind).validate(mapped.to_pandas())
     run.record_gx(plan.kind, outcome)
-    run.reject(summary, _gx_rejects(plan, batch, outcome))
+    run.reject(_gx_rejects(plan, batch, outcome))
     good = np.ones(rows, dtype=bool)
     good[list(outcome.failed_rows)] = False
     if not good.any():
@@ -348,13 +342,12 @@ def _prepare_csv_batch(
         for i in np.flatnonzero(dropped)
     ]
     _count_format_rules(run, over)
-    run.reject(summary, over)
-    _spot_check(run, lines)
+    run.reject(over)
+    _spot_check(lines)
     survivors = np.flatnonzero(~dropped)
     if len(survivors) < len(lines):
         lines = [lines[i] for i in survivors]
-        user = user.take(pa.array(survivors))
-    run.keep(summary, lines, counts[survivors], line_numbers[survivors], user.to_pylist())
+    run.keep(lines, counts[survivors], line_numbers[survivors])
 
 
 # -- dialogues and chat JSONL: example by example -------------------------------------------
@@ -387,8 +380,8 @@ def _turn_frame(examples: list[Example]) -> tuple[pd.DataFrame, list[int]]:
     return frame, owners
 
 
-def _prepare_examples(run: _Run, summary: reporting.SourceSummary, examples: list[Example]) -> None:
-    """GX over the turns, the chat-format rules, token limits, then the shared tail."""
+def _prepare_examples(run: _SourceRun, examples: list[Example]) -> None:
+    """GX over the turns, the chat-format rules, token limits, then on to the merge."""
     if not examples:
         return
     frame, owners = _turn_frame(examples)
@@ -405,7 +398,6 @@ def _prepare_examples(run: _Run, summary: reporting.SourceSummary, examples: lis
     lines: list[str] = []
     counts: list[int] = []
     line_numbers: list[int] = []
-    excerpts: list[str] = []
     for position, example in enumerate(examples):
         if position in bad:
             continue
@@ -433,15 +425,13 @@ def _prepare_examples(run: _Run, summary: reporting.SourceSummary, examples: lis
             messages, count = fitted, tokens.count_message_tokens(fitted, run.options.model)
         lines.append(render_example(messages))
         counts.append(count)
-        first_user = next((m.get("content") for m in messages if m.get("role") == "user"), "")
         line_numbers.append(example.line)
-        excerpts.append(str(first_user))
     _count_format_rules(run, list(bad.values()))
-    run.reject(summary, sorted(bad.values(), key=lambda r: r.line))
-    run.keep(summary, lines, np.asarray(counts, np.int64), np.asarray(line_numbers), excerpts)
+    run.reject(sorted(bad.values(), key=lambda r: r.line))
+    run.keep(lines, np.asarray(counts, np.int64), np.asarray(line_numbers))
 
 
-def _count_format_rules(run: _Run, rejects: list[Reject]) -> None:
+def _count_format_rules(run: _SourceRun, rejects: list[Reject]) -> None:
     """Chat-format issues join the GX rules in the report's rule table."""
     for reject in rejects:
         if reject.rule in FORMAT_RULES:
@@ -450,7 +440,7 @@ def _count_format_rules(run: _Run, rejects: list[Reject]) -> None:
             run.rule("limits", reject.rule, None, RULE_DESCRIPTIONS[reject.rule], 1)
 
 
-def _trimmed(run: _Run, messages: list[dict[str, Any]]) -> list[dict[str, Any]]:
+def _trimmed(run: _SourceRun, messages: list[dict[str, Any]]) -> list[dict[str, Any]]:
     """Message contents without surrounding whitespace, counted like trimmed CSV cells."""
     result = []
     for message in messages:
@@ -462,9 +452,8 @@ def _trimmed(run: _Run, messages: list[dict[str, Any]]) -> list[dict[str, Any]]:
     return result
 
 
-def _prepare_jsonl(run: _Run, source: Source) -> None:
-    summary = reporting.SourceSummary(source.name, source.kind)
-    run.summaries.append(summary)
+def _prepare_jsonl(run: _SourceRun) -> None:
+    source, summary = run.source, run.summary
     chunk: list[Example] = []
     parse_errors: list[Reject] = []
     for number, parsed in _jsonl_examples(source):
@@ -481,18 +470,16 @@ def _prepare_jsonl(run: _Run, source: Source) -> None:
             continue
         chunk.append(Example(source.name, number, _trimmed(run, messages)))
         if len(chunk) >= EXAMPLE_CHUNK:
-            _prepare_examples(run, summary, chunk)
+            _prepare_examples(run, chunk)
             chunk = []
     _count_format_rules(run, parse_errors)
-    run.reject(summary, parse_errors)
-    _prepare_examples(run, summary, chunk)
-    run.advance(source.name, run.done_bytes + source.size)
+    run.reject(parse_errors)
+    _prepare_examples(run, chunk)
 
 
-def _prepare_dialogues(run: _Run, source: Source) -> None:
+def _prepare_dialogues(run: _SourceRun) -> None:
+    source, summary = run.source, run.summary
     assert source.path is not None
-    summary = reporting.SourceSummary(source.name, source.kind)
-    run.summaries.append(summary)
     turns = read_dialogue_file(source.path)
     summary.rows = len(turns)
     run.counters.input_rows += len(turns)
@@ -500,19 +487,16 @@ def _prepare_dialogues(run: _Run, source: Source) -> None:
     result = split_conversations(
         turns, source.name, sentiments=sentiments, redact=run.options.redact
     )
-    run.reject(
-        summary, [Reject(d.source, d.turn, d.field, d.rule, d.value) for d in result.dropped]
-    )
+    run.reject([Reject(d.source, d.turn, d.field, d.rule, d.value) for d in result.dropped])
     for dropped in result.dropped:
         run.rule("dialogues", dropped.rule, dropped.field, "dialogue clean-up", 1)
     examples = [Example(c.source, c.first_turn, c.messages) for c in result.conversations]
     if run.options.redact:
         summary.notes.append("e-mails, phone numbers and card numbers redacted")
-    _prepare_examples(run, summary, examples)
-    run.advance(source.name, run.done_bytes + source.size)
+    _prepare_examples(run, examples)
 
 
-PREPARERS: dict[str, Callable[[_Run, Source], None]] = {
+PREPARERS: dict[str, Callable[[_SourceRun], None]] = {
     "csv": _prepare_csv,
     "csv_text": _prepare_csv,
     "jsonl": _prepare_jsonl,
@@ -520,83 +504,57 @@ PREPARERS: dict[str, Callable[[_Run, Source], None]] = {
 }
 
 
+def prepare_source(
+    index: int,
+    source: Source,
+    options: PrepareOptions,
+    work: Path,
+    progress: SourceProgress | None = None,
+) -> SourcePart:
+    """Phase 1 for one source, into `<work>/parts/`; deterministic and self-contained, so any
+    process that sees `work` may run it. Raises InputError for a source that cannot be read."""
+    path = part_path(work, index)
+    with PartWriter(path) as writer:
+        run = _SourceRun(options, source, writer, progress)
+        PREPARERS[source.kind](run)
+        run.advance(run.size)
+    return SourcePart(index, str(path), run.size, run.summary, run.counters, run.rules)
+
+
 # -- the run as a whole ---------------------------------------------------------------------
 
 
-def _finish(run: _Run, dataset_id: str, out_dir: Path, ignored: list[str]) -> dict[str, Any]:
-    validation = run.picker.finish(run.options.validation_share)
-    run.close()
-    if validation:
-        (run.work / "validation.jsonl").write_text("\n".join(validation) + "\n", encoding="utf-8")
-    counts = np.concatenate(run.token_counts) if run.token_counts else np.empty(0, np.int64)
-    held_out = [
-        tokens.count_message_tokens(json.loads(line)["messages"], run.options.model)
-        for line in validation
-    ]
-    train_tokens = billed_tokens_per_epoch(counts.tolist(), run.limit) - billed_tokens_per_epoch(
-        held_out, run.limit
+def plan_run(
+    inputs: Sequence[str | Path],
+    options: PrepareOptions,
+    *,
+    csv_text: str | None = None,
+    out_root: Path | None = None,
+) -> RunPlan:
+    """Resolve the sources, compute the dataset id and make a fresh scratch folder for it."""
+    out_root = out_root or default_output_root()
+    resolved = resolve_sources(inputs, csv_text, exclude=out_root)
+    dataset_id = content_digest(resolved.sources, options.fingerprint())
+    plan = RunPlan(
+        dataset_id=dataset_id,
+        sources=resolved.sources,
+        sizes=[source.size for source in resolved.sources],
+        ignored=resolved.ignored,
+        options=options,
+        out_root=out_root,
+        created_root=not out_root.exists(),
     )
-    cost = cost_for(int(counts.size) - len(validation), train_tokens, run.options.model)
-    return _report(run, dataset_id, out_dir, ignored, counts, cost, len(validation))
+    if plan.work.exists():
+        shutil.rmtree(plan.work)
+    parts_dir(plan.work).mkdir(parents=True)
+    return plan
 
 
-def _report(
-    run: _Run,
-    dataset_id: str,
-    out_dir: Path,
-    ignored: list[str],
-    counts: np.ndarray,
-    cost: CostEstimate,
-    validation: int,
-) -> dict[str, Any]:
-    c = run.counters
-    kept = int(counts.size)
-    return {
-        "dataset_id": dataset_id,
-        "created_at": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()),
-        "status": "ok",
-        "error": None,
-        "options": run.options.model_dump(mode="json"),
-        "counts": {
-            "input_rows": c.input_rows,
-            "rejected": run.rejects.counted,
-            "duplicates_dropped": c.duplicates,
-            "truncated": c.truncated,
-            "over_token_limit_rejected": c.over_limit,
-            "examples": kept,
-            "train": kept - validation,
-            "validation": validation,
-        },
-        "rejects_by_rule": dict(sorted(run.rejects.by_rule.items())),
-        "sources": [asdict(s) for s in run.summaries],
-        "ignored_files": ignored,
-        "cleanup": [
-            {"step": "trim whitespace (cells changed)", "count": c.trimmed_cells},
-            {"step": "drop exact duplicates", "count": c.duplicates},
-            {"step": "truncate examples over the token limit", "count": c.truncated},
-            {"step": "reject examples over the token limit", "count": c.over_limit},
-        ],
-        "rules": [
-            {
-                "check": r.check,
-                "rule": r.rule,
-                "column": r.column,
-                "description": r.description,
-                "failed_rows": r.failed_rows,
-                "success": r.success,
-            }
-            for r in run.rules.values()
-        ],
-        "tokens": reporting.token_summary(counts, run.limit),
-        "cost": reporting.cost_dict(cost),
-        "outputs": {
-            "train": str(out_dir / "train.jsonl"),
-            "validation": str(out_dir / "validation.jsonl") if validation else None,
-            "rejects": str(out_dir / "rejects.csv"),
-            "report_json": str(out_dir / "report.json"),
-            "report_md": str(out_dir / "report.md"),
-        },
-    }
+def discard_run(plan: RunPlan) -> None:
+    """A run that stopped early leaves nothing behind (nor an output root it created)."""
+    shutil.rmtree(plan.work, ignore_errors=True)
+    if plan.created_root and plan.out_root.exists() and not any(plan.out_root.iterdir()):
+        plan.out_root.rmdir()
 
 
 def _check_outcome(report: dict[str, Any], options: PrepareOptions, out_dir: Path) -> str | None:
@@ -630,6 +588,43 @@ def _publish(work: Path, out_dir: Path, report: dict[str, Any], failed: bool) ->
     work.rename(out_dir)
 
 
+def finish_run(plan: RunPlan, parts: Iterable[SourcePart]) -> PrepareResult:
+    """Phase 2: merge the parts (given in input order), write the report and publish; raises
+    PrepareFailed, after publishing the report and rejects, when the result breaks the rules."""
+    merger: Merger | None = None
+    try:
+        merger = Merger(plan.options, plan.work)
+        for part in parts:
+            merger.add(part)
+        report = merger.finish(plan.dataset_id, plan.out_dir, plan.ignored)
+    except BaseException:
+        if merger is not None:
+            merger.close()
+        discard_run(plan)
+        raise
+    problem = _check_outcome(report, plan.options, plan.out_dir)
+    if problem:
+        report.update(status="failed", error=problem)
+    _publish(plan.work, plan.out_dir, report, failed=problem is not None)
+    if problem:
+        raise PrepareFailed(f"dataset {plan.dataset_id}", problem, report)
+    return PrepareResult(plan.dataset_id, plan.out_dir, report)
+
+
+def _source_progress(progress: Progress, name: str, start: int, total: int) -> SourceProgress:
+    """One source's bytes as a share of the whole run, for the caller's progress callback."""
+    return lambda done: progress(name, min(start + done, total), total)
+
+
+def _each_part(plan: RunPlan, progress: Progress | None) -> Iterator[SourcePart]:
+    """Phase 1 source by source, lazily: the merge drops each part before the next is made."""
+    start, total = 0, plan.total_bytes
+    for index, (source, size) in enumerate(zip(plan.sources, plan.sizes, strict=True)):
+        report = _source_progress(progress, source.name, start, total) if progress else None
+        yield prepare_source(index, source, plan.options, plan.work, report)
+        start += size
+
+
 def prepare(
     inputs: Sequence[str | Path],
     options: PrepareOptions | None = None,
@@ -640,32 +635,5 @@ def prepare(
 ) -> PrepareResult:
     """Prepare a dataset; raises InputError for unreadable input and PrepareFailed when the
     result breaks the rules (too many rejects, too few examples)."""
-    options = options or PrepareOptions()
-    out_root = out_root or default_output_root()
-    resolved = resolve_sources(inputs, csv_text, exclude=out_root)
-    dataset_id = content_digest(resolved.sources, options.fingerprint())
-    out_dir = out_root / dataset_id
-    work = out_root / f".{dataset_id}.partial"
-    if work.exists():
-        shutil.rmtree(work)
-    created_root = not out_root.exists()
-    work.mkdir(parents=True)
-    total = sum(source.size for source in resolved.sources)
-    run = _Run(options, work, progress, total)
-    try:
-        for source in resolved.sources:
-            PREPARERS[source.kind](run, source)
-        report = _finish(run, dataset_id, out_dir, resolved.ignored)
-    except BaseException:
-        run.close()
-        shutil.rmtree(work, ignore_errors=True)
-        if created_root and not any(out_root.iterdir()):
-            out_root.rmdir()
-        raise
-    problem = _check_outcome(report, options, out_dir)
-    if problem:
-        report.update(status="failed", error=problem)
-    _publish(work, out_dir, report, failed=problem is not None)
-    if problem:
-        raise PrepareFailed(f"dataset {dataset_id}", problem, report)
-    return PrepareResult(dataset_id, out_dir, report)
+    plan = plan_run(inputs, options or PrepareOptions(), csv_text=csv_text, out_root=out_root)
+    return finish_run(plan, _each_part(plan, progress))
