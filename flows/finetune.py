@@ -152,16 +152,18 @@ def finetune_dialogues(
         force: Launch even if these dialogues already have a job.
         description: A note kept with the job.
     """
-    folder = Path(dialogues_dir or default_dialogue_dir())
-    if not any(folder.rglob("*.json")):  # a nightly run before anyone chatted is not a failure
+    if dialogues_dir is None and not any(Path(default_dialogue_dir()).rglob("*.json")):
+        # The nightly run before anyone chatted is not a failure; a folder given by hand that
+        # holds nothing still is, with its name in the error.
         get_run_logger().warning(
             "No saved dialogues in %s yet (the chat flow writes them there): nothing to "
             "fine-tune on",
-            folder,
+            default_dialogue_dir(),
         )
-        return {"skipped": f"no dialogues in {folder}", "job_id": None, "status": "skipped"}
+        return {"skipped": f"no dialogues in {default_dialogue_dir()}", "job_id": None,
+                "status": "skipped"}  # fmt: skip
     return finetune(
-        paths=[str(folder)],
+        paths=[dialogues_dir or default_dialogue_dir()],
         model=model,
         sentiments=sentiments,
         redact=redact,

@@ -7,6 +7,7 @@ pools, and this module turns the same entries into served deployments for a sing
 from __future__ import annotations
 
 import importlib
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from datetime import timedelta
 from pathlib import Path
@@ -16,6 +17,7 @@ import yaml
 from prefect import Flow, serve
 from prefect.deployments.runner import EntrypointType, RunnerDeployment
 from prefect.schedules import Cron, Interval, Schedule
+from prefect.settings import PREFECT_API_URL
 
 from ftpipe.errors import InputError
 
@@ -103,7 +105,15 @@ def to_deployment(spec: DeploymentSpec) -> RunnerDeployment:
     )
 
 
-def serve_all(path: Path = DEFAULT_FILE, limit: int | None = None) -> None:
+def serve_all(
+    path: Path = DEFAULT_FILE, limit: int | None = None, echo: Callable[[str], object] = print
+) -> None:
     """Serve every deployment until interrupted; schedules pause when the process stops."""
     deployments = [to_deployment(spec) for spec in read_specs(path)]
+    if not PREFECT_API_URL.value():
+        echo(
+            "No PREFECT_API_URL: serving against a temporary Prefect server, without the UI. "
+            "Start `prefect server start` and set PREFECT_API_URL=http://127.0.0.1:4200/api "
+            "to see these deployments in the UI."
+        )
     serve(*deployments, limit=limit)

@@ -549,17 +549,9 @@ def serve(
     ] = None,
 ) -> None:
     """Serve every deployment (schedules, UI-started runs) from this process until Ctrl-C."""
-    from prefect.settings import PREFECT_API_URL
-
     from flows.serve import DEFAULT_FILE, serve_all
 
-    if not PREFECT_API_URL.value():
-        console.print(
-            "No PREFECT_API_URL: serving against a temporary Prefect server, without the UI. "
-            "Start `prefect server start` and set PREFECT_API_URL=http://127.0.0.1:4200/api "
-            "to see these deployments in the UI."
-        )
-    serve_all(file or DEFAULT_FILE, limit=limit)
+    serve_all(file or DEFAULT_FILE, limit=limit, echo=console.print)
 
 
 def run() -> None:

@@ -41,6 +41,7 @@ from sqlalchemy import (
 )
 from sqlalchemy.dialects import postgresql, sqlite
 
+from ftpipe.errors import InputError
 from ftpipe.settings import Settings, get_settings
 
 if TYPE_CHECKING:
@@ -227,13 +228,33 @@ def _create_tables(engine: Engine) -> None:
         metadata.create_all(engine)  # someone else created them between our check and ours
 
 
+def _unusable(url: str, error: Exception) -> InputError:
+    """A wrong or unreachable database URL as one line, password hidden."""
+    try:
+        shown = make_url(url).render_as_string(hide_password=True)
+    except exc.ArgumentError:
+        shown = "(not a database URL)"
+    cause = str(getattr(error, "orig", None) or error).strip().splitlines()[0]
+    if isinstance(error, ImportError):
+        cause += " (the database driver for this URL is not installed)"
+    return InputError(f"{DATABASE_URL_VAR}={shown}", f"cannot open the job registry: {cause}")
+
+
 class Registry:
     """Jobs and launch claims in one database, safe for several writing processes."""
 
     def __init__(self, url: str | None = None) -> None:
         self.url = url or database_url()
-        self.engine = make_engine(self.url)
-        _create_tables(self.engine)
+        try:
+            self.engine = make_engine(self.url)
+            _create_tables(self.engine)
+        except (
+            exc.ArgumentError,
+            exc.NoSuchModuleError,
+            exc.OperationalError,
+            ImportError,
+        ) as error:
+            raise _unusable(self.url, error) from error
 
     def close(self) -> None:
         """Drop pooled connections (the file stays); a later call reconnects."""

@@ -66,7 +66,7 @@ def make_task_runner(
             "threads_per_worker": 1,
             "processes": True,
             "host": "127.0.0.1",
-            "dashboard_address": None,
+            "dashboard_address": "127.0.0.1:0",  # None still opens :8787; loopback, any port
         }
     )
 

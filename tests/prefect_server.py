@@ -16,6 +16,8 @@ import httpx
 
 ROOT = Path(__file__).resolve().parent.parent
 TERMINAL_STATES = frozenset({"COMPLETED", "FAILED", "CRASHED", "CANCELLED"})
+RETRY_STATUSES = frozenset({429, 502, 503})
+RETRIES = 6
 
 
 def free_port() -> int:
@@ -89,21 +91,39 @@ class PrefectServer:
         self.url = f"http://127.0.0.1:{port}"
         self.api_url = f"{self.url}/api"
         env = clean_environment(
-            PREFECT_HOME=str(folder / "prefect-home"), PREFECT_UI_API_URL=self.api_url
+            PREFECT_HOME=str(folder / "prefect-home"),
+            PREFECT_UI_API_URL=self.api_url,
+            # Fewer runs scheduled ahead (100 by default) keeps SQLite writes short on 2 cores.
+            PREFECT_SERVER_SERVICES_SCHEDULER_MAX_RUNS="5",
+            # A busy SQLite file makes requests wait instead of answering 503 after 10 s.
+            PREFECT_SERVER_DATABASE_TIMEOUT="60",
         )
         command = [sys.executable, "-m", "prefect", "server", "start"]
         self.process = Process(
             [*command, "--host", "127.0.0.1", "--port", str(port)], env, folder / "server.log"
         )
         self.api = httpx.Client(base_url=self.api_url, timeout=30)
-        wait_until(self._healthy, 180, "the Prefect server's health check", self.process.log)
+        try:
+            wait_until(self._healthy, 180, "the Prefect server's health check", self.process.log)
+        except BaseException:
+            self.stop()
+            raise
 
     def _healthy(self) -> bool:
         self.process.check_alive()
         return self.api.get("/health").status_code == 200
 
+    def post(self, path: str, body: dict[str, Any]) -> httpx.Response:
+        """POST as Prefect's own clients do: 429/502/503 (a busy SQLite) are tried again."""
+        for attempt in range(RETRIES):
+            response = self.api.post(path, json=body)
+            if response.status_code not in RETRY_STATUSES or attempt == RETRIES - 1:
+                return response
+            time.sleep(0.5 * 2**attempt)
+        raise AssertionError("unreachable")
+
     def deployments(self) -> list[dict[str, Any]]:
-        response = self.api.post("/deployments/filter", json={})
+        response = self.post("/deployments/filter", {})
         response.raise_for_status()
         return response.json()
 
@@ -114,7 +134,7 @@ class PrefectServer:
 
     def runs_with(self, description: str) -> list[dict[str, Any]]:
         """Top-level runs whose `description` parameter is this one (subflows have none)."""
-        response = self.api.post("/flow_runs/filter", json={})
+        response = self.post("/flow_runs/filter", {})
         response.raise_for_status()
         return [r for r in response.json() if r["parameters"].get("description") == description]
 
@@ -148,5 +168,9 @@ def start_serve(server: PrefectServer, folder: Path, home: Path, expected: int) 
         serve.check_alive()
         return len(server.deployments()) >= expected
 
-    wait_until(registered, 120, "ftpipe serve registering its deployments", serve.log)
+    try:
+        wait_until(registered, 120, "ftpipe serve registering its deployments", serve.log)
+    except BaseException:
+        serve.stop()
+        raise
     return serve

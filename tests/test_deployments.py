@@ -10,7 +10,7 @@ import uuid
 from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import pytest
 
@@ -18,6 +18,9 @@ from flows.serve import read_specs
 from ftpipe.registry import JobRecord, default_registry
 from tests.conftest import SAMPLES, require_system
 from tests.prefect_server import ROOT, PrefectServer, Process, start_serve, wait_until
+
+if TYPE_CHECKING:
+    from playwright.sync_api import Locator, Page
 
 pytestmark = pytest.mark.slow
 CHROMIUM = Path("/usr/bin/chromium")
@@ -47,7 +50,7 @@ class Served:
 @pytest.fixture(scope="module")
 def served(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Served]:
     folder = tmp_path_factory.mktemp("prefect")
-    server = PrefectServer(folder)
+    server = PrefectServer(folder)  # stops itself if it never becomes healthy
     serve: Process | None = None
     try:
         home = folder / "ftpipe-home"
@@ -68,6 +71,30 @@ def unique_csv_folder(folder: Path) -> Path:
     with target.open("a", encoding="utf-8") as out:
         out.write(f'"What is the marker of run {marker}?","The marker is {marker}."\n')
     return folder
+
+
+def form_field(page: Page, name: str) -> Locator:
+    """The text box of a parameter in the UI's run form, found by its label."""
+    label = page.locator(
+        ".schema-form-property__label", has_text=re.compile(rf"^{name}( \(Optional\))?$")
+    )
+    return page.locator(".schema-form-property").filter(has=label).locator("textarea")
+
+
+def submit(page: Page, attempts: int = 3) -> None:
+    """Submit the run form; when the UI says the server failed (a busy SQLite file), submit
+    again as a person would. Back on the deployment's runs means the run was created."""
+    from playwright.sync_api import TimeoutError as PlaywrightTimeout
+
+    for attempt in range(attempts):
+        page.get_by_role("button", name="Submit").click()
+        try:
+            page.wait_for_url(re.compile(r"tab=Runs"), timeout=45_000)
+            return
+        except PlaywrightTimeout:
+            failed = page.get_by_text("Something went wrong").is_visible()
+            if not failed or attempt == attempts - 1:
+                raise
 
 
 def job_described(home: Path, description: str, monkeypatch: pytest.MonkeyPatch) -> JobRecord:
@@ -106,9 +133,9 @@ def test_api_started_finetune_run_completes_with_a_job_in_the_registry(
     data = unique_csv_folder(tmp_path / "api-run")
     description = f"started through the API {uuid.uuid4().hex[:6]}"
     parameters = {"paths": [str(data)], "suffix": "api-run", "description": description}
-    response = served.server.api.post(  # the request the UI's "Custom run" form sends
+    response = served.server.post(  # the request the UI's "Custom run" form sends
         f"/deployments/{deployment['id']}/create_flow_run",
-        json={"parameters": parameters, "state": {"type": "SCHEDULED"}},
+        {"parameters": parameters, "state": {"type": "SCHEDULED"}},
     )
     assert response.status_code == 201, response.text
     run = served.server.wait_for_run(response.json()["id"], 180, served.serve.log)
@@ -141,12 +168,11 @@ def test_custom_run_from_the_ui_form_completes(
             page.get_by_role("button", name="Run", exact=True).click()
             page.get_by_text("Custom run").click()
             page.get_by_text("Parameters", exact=True).wait_for()
-            fields = page.locator("textarea")  # paths[0], model, description, out_dir
-            expect(fields.first).to_have_value("data/samples/csv")  # the deployment's default
-            fields.first.fill(str(data))
-            fields.nth(2).fill(description)
-            page.get_by_role("button", name="Submit").click()
-            page.wait_for_url(re.compile(r"tab=Runs"))  # back on the deployment's runs
+            paths = form_field(page, "paths")  # one textarea per list item; there is one
+            expect(paths).to_have_value("data/samples/csv")  # the deployment's default
+            paths.fill(str(data))
+            form_field(page, "description").fill(description)
+            submit(page)
             created = wait_until(
                 lambda: served.server.runs_with(description), 60, "the UI's run", served.serve.log
             )

@@ -25,6 +25,7 @@ from prefect.testing.utilities import prefect_test_harness
 
 from flows.finetune import finetune, finetune_dialogues, poll_jobs
 from ftpipe.client import make_client
+from ftpipe.errors import InputError
 from ftpipe.finetune.launch import LaunchRefused
 from ftpipe.finetune.poll import WaitTimeout
 from ftpipe.registry import TERMINAL, default_registry
@@ -165,6 +166,8 @@ def test_finetune_dialogues_before_any_dialogue_completes_without_a_job(
     assert result["status"] == "skipped" and result["job_id"] is None
     assert str(isolated_env / "dialogues") in result["skipped"]
     assert default_registry().jobs() == []
+    with pytest.raises(InputError, match="does not exist"):  # a folder named by hand must exist
+        finetune_dialogues(dialogues_dir=str(tmp_path / "typo"))
 
 
 def test_a_slow_job_fails_the_wait_and_poll_jobs_follows_it(

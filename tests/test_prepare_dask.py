@@ -12,6 +12,7 @@ import csv
 import json
 import os
 import random
+import signal
 import sys
 from collections.abc import Iterator
 from dataclasses import dataclass
@@ -68,9 +69,14 @@ def cli_run(inputs: Path, tmp_path_factory: pytest.TempPathFactory) -> Iterator[
         "--task-runner",
         "dask",
     ]
-    with Popen(command, cwd=REPO, env=env, stdout=PIPE, stderr=PIPE, text=True) as process:
-        yield CliRun(process, root / "out")
-        process.kill()
+    with Popen(
+        command, cwd=REPO, env=env, stdout=PIPE, stderr=PIPE, text=True, start_new_session=True
+    ) as process:
+        try:
+            yield CliRun(process, root / "out")
+        finally:  # its temporary Prefect server and Dask workers go with it
+            if process.poll() is None:
+                os.killpg(process.pid, signal.SIGKILL)
 
 
 @pytest.fixture(scope="module", autouse=True)

@@ -12,6 +12,7 @@ from typing import TYPE_CHECKING, Any
 
 import pytest
 
+from ftpipe.errors import InputError
 from ftpipe.registry import TERMINAL, JobRecord, Registry, database_url, default_registry
 from tests.conftest import require_system
 from tests.postgres import PostgresServer, find_bin_dir
@@ -479,3 +480,19 @@ def test_upsert_without_on_conflict(registry: Registry, monkeypatch: pytest.Monk
         ["a.csv"],
         7,
     )
+
+
+@pytest.mark.parametrize(
+    ("url", "says"),
+    [
+        ("postgresql+psycopg://u:hunter2@127.0.0.1:1/x", "Connection refused"),
+        ("nonsense", "Could not parse"),
+        ("mysql://u:hunter2@127.0.0.1/x", "driver for this URL is not installed"),
+    ],
+)
+def test_an_unusable_database_url_is_one_clear_line(url: str, says: str) -> None:
+    with pytest.raises(InputError) as caught:
+        Registry(url)
+    message = str(caught.value)
+    assert message.startswith("FTPIPE_DATABASE_URL=") and says in message
+    assert "hunter2" not in message

@@ -16,6 +16,7 @@ from __future__ import annotations
 
 import json
 import shutil
+import uuid
 from collections.abc import Callable, Iterable, Iterator, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -123,6 +124,7 @@ class RunPlan:
     options: PrepareOptions
     out_root: Path
     created_root: bool
+    run_id: str = field(default_factory=lambda: uuid.uuid4().hex[:12])
 
     @property
     def out_dir(self) -> Path:
@@ -130,8 +132,9 @@ class RunPlan:
 
     @property
     def work(self) -> Path:
-        """The scratch folder; absolute, so a worker in another process finds the same one."""
-        return (self.out_root / f".{self.dataset_id}.partial").absolute()
+        """The scratch folder: absolute, so a worker in another process finds the same one, and
+        one per run, so two runs on the same data (a double submit) never share it."""
+        return (self.out_root / f".{self.dataset_id}.{self.run_id}.partial").absolute()
 
     @property
     def total_bytes(self) -> int:
@@ -544,8 +547,6 @@ def plan_run(
         out_root=out_root,
         created_root=not out_root.exists(),
     )
-    if plan.work.exists():
-        shutil.rmtree(plan.work)
     parts_dir(plan.work).mkdir(parents=True)
     return plan
 
