@@ -3,16 +3,22 @@
 from __future__ import annotations
 
 import os
+import shutil
 import signal
 import socket
 import subprocess
 import sys
 import time
+import uuid
 from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
 import httpx
+import pytest
+
+from ftpipe.registry import JobRecord, default_registry
+from tests.conftest import SAMPLES
 
 ROOT = Path(__file__).resolve().parent.parent
 TERMINAL_STATES = frozenset({"COMPLETED", "FAILED", "CRASHED", "CANCELLED"})
@@ -174,3 +180,21 @@ def start_serve(server: PrefectServer, folder: Path, home: Path, expected: int) 
         serve.stop()
         raise
     return serve
+
+
+def unique_csv_folder(folder: Path) -> Path:
+    """The sample FAQ plus one row no other test has, so the run makes a dataset of its own."""
+    folder.mkdir(parents=True)
+    target = folder / "faq.csv"
+    shutil.copy(SAMPLES / "csv" / "faq.csv", target)
+    marker = uuid.uuid4().hex[:8]
+    with target.open("a", encoding="utf-8") as out:
+        out.write(f'"What is the marker of run {marker}?","The marker is {marker}."\n')
+    return folder
+
+
+def job_described(home: Path, description: str, monkeypatch: pytest.MonkeyPatch) -> JobRecord:
+    """The one job in the registry under `home` that carries this description."""
+    monkeypatch.setenv("FTPIPE_HOME", str(home))
+    [record] = [r for r in default_registry().jobs() if r.description == description]
+    return record

@@ -5,7 +5,6 @@ from __future__ import annotations
 
 import os
 import re
-import shutil
 import uuid
 from collections.abc import Iterator
 from dataclasses import dataclass
@@ -15,9 +14,16 @@ from typing import TYPE_CHECKING, Any
 import pytest
 
 from flows.serve import read_specs
-from ftpipe.registry import JobRecord, default_registry
-from tests.conftest import SAMPLES, require_system
-from tests.prefect_server import ROOT, PrefectServer, Process, start_serve, wait_until
+from tests.conftest import require_system
+from tests.prefect_server import (
+    ROOT,
+    PrefectServer,
+    Process,
+    job_described,
+    start_serve,
+    unique_csv_folder,
+    wait_until,
+)
 
 if TYPE_CHECKING:
     from playwright.sync_api import Locator, Page
@@ -62,17 +68,6 @@ def served(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Served]:
         server.stop()
 
 
-def unique_csv_folder(folder: Path) -> Path:
-    """The sample FAQ plus one row no other test has, so the run makes a dataset of its own."""
-    folder.mkdir(parents=True)
-    target = folder / "faq.csv"
-    shutil.copy(SAMPLES / "csv" / "faq.csv", target)
-    marker = uuid.uuid4().hex[:8]
-    with target.open("a", encoding="utf-8") as out:
-        out.write(f'"What is the marker of run {marker}?","The marker is {marker}."\n')
-    return folder
-
-
 def form_field(page: Page, name: str) -> Locator:
     """The text box of a parameter in the UI's run form, found by its label."""
     label = page.locator(
@@ -95,12 +90,6 @@ def submit(page: Page, attempts: int = 3) -> None:
             failed = page.get_by_text("Something went wrong").is_visible()
             if not failed or attempt == attempts - 1:
                 raise
-
-
-def job_described(home: Path, description: str, monkeypatch: pytest.MonkeyPatch) -> JobRecord:
-    monkeypatch.setenv("FTPIPE_HOME", str(home))
-    [record] = [r for r in default_registry().jobs() if r.description == description]
-    return record
 
 
 def test_serve_registers_every_deployment_with_its_schedule(served: Served) -> None:
