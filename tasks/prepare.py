@@ -18,7 +18,7 @@ from prefect.artifacts import (
 )
 from prefect.cache_policies import NO_CACHE
 from prefect.context import FlowRunContext
-from prefect.futures import PrefectFuture, as_completed
+from prefect.futures import as_completed
 from prefect.settings import PREFECT_API_URL, temporary_settings
 from prefect.task_runners import TaskRunner, ThreadPoolTaskRunner
 
@@ -34,6 +34,7 @@ from ftpipe.prepare.pipeline import (
 )
 from ftpipe.prepare.report import markdown
 from ftpipe.prepare.sources import Source
+from tasks.common import outcome
 
 TaskRunnerName = Literal["threads", "dask"]
 PROGRESS_STEP = 5.0  # update the progress artifact every 5 percentage points
@@ -165,14 +166,6 @@ class _ProgressArtifact:
             update_progress_artifact(self.id, min(share, 100.0), description=f"Read {name}")
 
 
-def _outcome(future: PrefectFuture[SourcePart]) -> SourcePart | Exception:
-    """The task's result, or the error it raised (the InputError itself, through Dask too)."""
-    try:
-        return future.result()
-    except Exception as error:
-        return error
-
-
 def prepare_sources(plan: RunPlan, runner: TaskRunner[Any]) -> list[SourcePart]:
     """One prepare-source task per source on `runner` (see make_task_runner); the parts in
     input order. The first failure stops the run: the other tasks are cancelled, the scratch
@@ -195,12 +188,12 @@ def prepare_sources(plan: RunPlan, runner: TaskRunner[Any]) -> list[SourcePart]:
                 for index, source in enumerate(plan.sources)
             ]
             for future in as_completed(futures):
-                outcome = _outcome(future)
-                if isinstance(outcome, Exception):
-                    failure = outcome
+                ok, value = outcome(future)  # the error itself on failure, through Dask too
+                if not ok:
+                    failure = value if isinstance(value, Exception) else RuntimeError(value)
                     break
-                parts[outcome.index] = outcome
-                progress.finished(plan.sizes[outcome.index], plan.sources[outcome.index].name)
+                parts[value.index] = value
+                progress.finished(plan.sizes[value.index], plan.sources[value.index].name)
     except BaseException:
         discard_run(plan)
         raise
