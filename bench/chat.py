@@ -208,7 +208,7 @@ def sequential(messages: list[str]) -> int:
 
 def concurrent(messages: list[str], concurrency: int) -> int:
     """The `chat` flow; its failed rows carry an `error`."""
-    from flows.chat import chat
+    from ftpipe.flows.chat import chat
 
     rows = chat(messages=messages, model=MODEL, concurrency=concurrency)
     return sum(1 for row in rows if row.get("error"))

@@ -10,9 +10,9 @@ from prefect.artifacts import create_table_artifact
 
 from ftpipe.errors import InputError
 from ftpipe.prepare.csv_reader import read_csv_batches
-from tasks.chat import answer
-from tasks.common import run_bounded
-from tasks.secrets import load_secret_blocks
+from ftpipe.tasks.chat import answer
+from ftpipe.tasks.common import run_bounded
+from ftpipe.tasks.secrets import load_secret_blocks
 
 
 def messages_from_csv(path: str, column: str) -> list[str]:

@@ -9,6 +9,9 @@ from prefect import flow, get_run_logger
 from prefect.artifacts import create_table_artifact
 
 from ftpipe.errors import InputError
+from ftpipe.tasks.common import run_bounded
+from ftpipe.tasks.secrets import load_secret_blocks
+from ftpipe.tasks.vision import describe_one
 from ftpipe.vision import (
     Description,
     description_row,
@@ -16,9 +19,6 @@ from ftpipe.vision import (
     find_images,
     write_descriptions,
 )
-from tasks.common import run_bounded
-from tasks.secrets import load_secret_blocks
-from tasks.vision import describe_one
 
 ARTIFACT_KEY = "image-descriptions"
 

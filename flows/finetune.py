@@ -7,13 +7,20 @@ from typing import Any, Literal
 
 from prefect import flow, get_run_logger
 
-from flows.prepare_dataset import prepare_dataset
 from ftpipe.finetune.launch import LaunchOptions, LaunchRequest
+from ftpipe.flows.prepare_dataset import prepare_dataset
 from ftpipe.registry import default_registry
 from ftpipe.settings import get_settings
-from tasks.common import run_bounded
-from tasks.finetune import endpoint, launch_job, publish_status, refresh_job, upload_file, wait_job
-from tasks.secrets import load_secret_blocks
+from ftpipe.tasks.common import run_bounded
+from ftpipe.tasks.finetune import (
+    endpoint,
+    launch_job,
+    publish_status,
+    refresh_job,
+    upload_file,
+    wait_job,
+)
+from ftpipe.tasks.secrets import load_secret_blocks
 
 
 @flow(name="finetune", on_running=[load_secret_blocks])

@@ -8,7 +8,7 @@ from prefect import flow
 
 from ftpipe.prepare.options import PrepareOptions
 from ftpipe.prepare.pipeline import PrepareFailed
-from tasks.prepare import (
+from ftpipe.tasks.prepare import (
     make_task_runner,
     merge_parts,
     plan_dataset,

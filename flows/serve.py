@@ -20,9 +20,9 @@ from prefect.schedules import Cron, Interval, Schedule
 from prefect.settings import PREFECT_API_URL
 
 from ftpipe.errors import InputError
+from ftpipe.resources import deployments_file
 
-PROJECT_ROOT = Path(__file__).resolve().parent.parent
-DEFAULT_FILE = PROJECT_ROOT / "deployments" / "prefect.yaml"
+DEFAULT_FILE = deployments_file()
 
 
 @dataclass
@@ -39,11 +39,12 @@ class DeploymentSpec:
 
     @property
     def flow_module(self) -> tuple[str, str]:
-        """`flows/finetune.py:finetune` as the importable `flows.finetune` and `finetune`."""
+        """`flows/finetune.py:finetune` as the importable `ftpipe.flows.finetune` and `finetune`
+        (the repository's flows/ folder is installed as ftpipe.flows)."""
         path, _, attribute = self.entrypoint.partition(":")
         if not path.endswith(".py") or not attribute:
             raise InputError(self.entrypoint, "an entrypoint must look like 'flows/file.py:flow'")
-        return path.removesuffix(".py").replace("/", "."), attribute
+        return "ftpipe." + path.removesuffix(".py").replace("/", "."), attribute
 
 
 def read_specs(path: Path = DEFAULT_FILE) -> list[DeploymentSpec]:

@@ -1,6 +1,7 @@
 """Assistants: a catalogue file merged with the endpoint's own list, and applying one by id.
 
-The catalogue (`data/assistants.json`, or FTPIPE_ASSISTANTS_FILE) works on any endpoint; the
+The catalogue (`data/assistants.json`, shipped as package data, or FTPIPE_ASSISTANTS_FILE) works
+on any endpoint; the
 Assistants API list is added where the endpoint offers one.
 """
 
@@ -8,16 +9,16 @@ from __future__ import annotations
 
 import json
 import logging
-import os
 from dataclasses import dataclass
 from pathlib import Path
 
 import openai
 
+from ftpipe import resources
 from ftpipe.errors import InputError
+from ftpipe.settings import get_settings
 
 log = logging.getLogger("ftpipe")
-REPO_CATALOGUE = Path(__file__).resolve().parents[1] / "data" / "assistants.json"
 
 
 @dataclass(frozen=True)
@@ -32,19 +33,15 @@ class Assistant:
 
 
 def catalogue_path() -> Path:
-    """FTPIPE_ASSISTANTS_FILE, else data/assistants.json here, else the one in the repository."""
-    configured = os.environ.get("FTPIPE_ASSISTANTS_FILE")
-    if configured:
-        return Path(configured)
-    local = Path("data") / "assistants.json"
-    return local if local.exists() else REPO_CATALOGUE
+    """FTPIPE_ASSISTANTS_FILE, else the catalogue shipped with ftpipe."""
+    return get_settings().assistants_file or resources.assistants_file()
 
 
 def load_catalogue(path: Path | None = None) -> list[Assistant]:
     """The catalogue's assistants; a broken file is a clear error naming it."""
     path = path or catalogue_path()
-    if not path.exists():
-        return []
+    if not path.is_file():
+        raise InputError(str(path), "no such assistants catalogue (FTPIPE_ASSISTANTS_FILE)")
     try:
         entries = json.loads(path.read_text(encoding="utf-8"))["assistants"]
         return [

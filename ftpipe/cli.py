@@ -22,7 +22,6 @@ app = typer.Typer(
     pretty_exceptions_show_locals=False,
 )
 console = Console(soft_wrap=True, markup=False, highlight=False)  # paths may hold "[...]"
-SAMPLE_CHAT = Path("data/samples/ferry_support.jsonl")
 TaskRunnerName = Literal["threads", "dask"]
 DASK_ADDRESS_HELP = "Scheduler of an existing Dask cluster (tcp://host:8786); implies dask."
 
@@ -54,12 +53,17 @@ def local_api(
 @app.command()
 def quickstart(
     training_file: Annotated[
-        Path, typer.Argument(help="A chat-format JSONL training file.", exists=True, dir_okay=False)
-    ] = SAMPLE_CHAT,
+        Path | None,
+        typer.Argument(
+            help="A chat-format JSONL training file (default: the shipped ferry_support.jsonl).",
+            exists=True,
+            dir_okay=False,
+        ),
+    ] = None,
     model: Annotated[str | None, typer.Option(help="Base model to fine-tune.")] = None,
 ) -> None:
     """Upload a training file, fine-tune, and ask the new model, on the configured endpoint."""
-    from ftpipe import walkthrough
+    from ftpipe import resources, walkthrough
     from ftpipe.client import describe_backend, make_client
 
     settings = get_settings()
@@ -67,7 +71,7 @@ def quickstart(
     try:
         walkthrough.run(
             make_client(settings),
-            training_file,
+            training_file or resources.sample("ferry_support.jsonl"),
             model or settings.default_model,
             echo=console.print,
             poll_seconds=0.2,
@@ -222,8 +226,8 @@ def _prepare_in_flow(
 ) -> Prepared:
     """The prepare_dataset flow, one task per file on threads or Dask."""
     _quiet_dask()
-    from flows.prepare_dataset import prepare_dataset
     from ftpipe.errors import InputError
+    from ftpipe.flows.prepare_dataset import prepare_dataset
 
     for name in ("prefect.flow_runs", "prefect.task_runs"):
         logging.getLogger(name).addFilter(_NoTracebackFor((InputError,)))
@@ -294,9 +298,9 @@ def train(
     dask_address: Annotated[str | None, typer.Option(help=DASK_ADDRESS_HELP)] = None,
 ) -> None:
     """Run the `finetune` flow: prepare, upload, launch (once), and optionally wait."""
-    from flows.finetune import finetune
     from ftpipe.errors import InputError
     from ftpipe.finetune.poll import JobFailed, WaitTimeout
+    from ftpipe.flows.finetune import finetune
 
     runner = _runner_choice(task_runner, dask_address) or "threads"
     _quiet_dask()
@@ -549,9 +553,10 @@ def serve(
     ] = None,
 ) -> None:
     """Serve every deployment (schedules, UI-started runs) from this process until Ctrl-C."""
-    from flows.serve import DEFAULT_FILE, serve_all
+    from ftpipe.flows.serve import serve_all
+    from ftpipe.resources import deployments_file
 
-    serve_all(file or DEFAULT_FILE, limit=limit, echo=console.print)
+    serve_all(file or deployments_file(), limit=limit, echo=console.print)
 
 
 def run() -> None:

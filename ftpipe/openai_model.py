@@ -13,7 +13,7 @@ from typing import Any
 
 import openai
 
-from ftpipe import assistants, chat, sentiment, vision
+from ftpipe import assistants, chat, resources, sentiment, vision
 from ftpipe.client import endpoint_id, make_client
 from ftpipe.dialogue_log import DialogueLog, default_log_path
 from ftpipe.registry import JobRecord, default_registry
@@ -132,7 +132,7 @@ class OpenAIModel:
 
     def dynamic_train(self, wait: bool = False) -> str:
         """Fine-tune on the saved dialogues (the loop closes); returns the job id."""
-        from flows.finetune import finetune_dialogues
+        from ftpipe.flows.finetune import finetune_dialogues
 
         result = finetune_dialogues(
             dialogues_dir=str(self.dialogue_log.path.parent), model=self.model_name, wait=wait
@@ -147,7 +147,7 @@ class OpenAIModel:
         positive: bool = True,
     ) -> str:
         """Fine-tune on texts labelled positive (or negative): CSV text, a folder or a file."""
-        from flows.finetune import finetune
+        from ftpipe.flows.finetune import finetune
 
         paths = [p for p in (data_dir, data_file) if p]
         if not paths and not data:
@@ -188,8 +188,6 @@ class OpenAIModel:
         return path
 
 
-SAMPLES = Path("data") / "samples"
-REPO_SAMPLES = Path(__file__).resolve().parents[1] / "data" / "samples"
 DEMO_QUESTIONS = (
     "What time does the first ferry leave on weekdays?",
     "Can I bring my bicycle on board?",
@@ -206,11 +204,6 @@ DEMO_QUESTIONS = (
 )
 
 
-def _sample(name: str) -> Path:
-    local = SAMPLES / name
-    return local if local.exists() else REPO_SAMPLES / name
-
-
 def main(echo: Any = print) -> dict[str, Any]:
     """What the original module's main did: models, assistants, a reply, both trainings, the
     saved job id and an image description, each step printed."""
@@ -225,12 +218,12 @@ def main(echo: Any = print) -> dict[str, Any]:
     echo(f"asked {len(replies)} questions; first reply: {replies[0]}")
     results["dynamic_train_job"] = model.dynamic_train()
     echo(f"dynamic_train job (saved dialogues): {results['dynamic_train_job']}")
-    results["train_job"] = model.train(data_file=str(_sample("positive_feedback.csv")))
+    results["train_job"] = model.train(data_file=str(resources.sample("positive_feedback.csv")))
     echo(f"train job (positive feedback): {results['train_job']}")
     saved = model.save_job_id(results["train_job"], "demo: positive feedback")
     results["saved_job_ids"] = str(saved)
     echo(f"saved job id {results['train_job']} in {saved}")
-    image = _sample("images/harbour.png")
+    image = resources.sample("images", "harbour.png")
     results["image_description"] = model.describe_image(image)
     echo(f"image {image.name}: {results['image_description']}")
     return results

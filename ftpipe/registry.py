@@ -95,10 +95,10 @@ launches_table = Table(
 
 def database_url(settings: Settings | None = None) -> str:
     """FTPIPE_DATABASE_URL when set, else a SQLite file in the state folder."""
-    url = os.environ.get(DATABASE_URL_VAR, "").strip()
+    settings = settings or get_settings()
+    url = (settings.database_url or "").strip()
     if url:
         return url
-    settings = settings or get_settings()
     return f"sqlite:///{settings.state_dir()}/registry.sqlite3"
 
 

@@ -97,6 +97,21 @@ class Settings(BaseSettings):
     )
     upload_part_bytes: int = Field(64 * 1024**2, gt=0, validation_alias="FTPIPE_UPLOAD_PART_BYTES")
     timeout_s: float = Field(60.0, gt=0, validation_alias="FTPIPE_TIMEOUT_S")
+    database_url: str | None = Field(
+        None,
+        validation_alias="FTPIPE_DATABASE_URL",
+        description="SQLAlchemy URL of the job registry; default a SQLite file in FTPIPE_HOME.",
+    )
+    assistants_file: Path | None = Field(
+        None,
+        validation_alias="FTPIPE_ASSISTANTS_FILE",
+        description="An assistants catalogue to use instead of the one shipped with ftpipe.",
+    )
+    expectations_dir: Path | None = Field(
+        None,
+        validation_alias="FTPIPE_EXPECTATIONS_DIR",
+        description="A folder of Great Expectations suites to use instead of the shipped ones.",
+    )
 
     @cached_property
     def local(self) -> LocalApiSettings:

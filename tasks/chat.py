@@ -10,7 +10,7 @@ from prefect import task
 from ftpipe import chat, sentiment
 from ftpipe.client import make_client
 from ftpipe.dialogue_log import DialogueLog, default_log_path
-from tasks.common import retry_transient
+from ftpipe.tasks.common import retry_transient
 
 
 @task(

@@ -18,7 +18,7 @@ from ftpipe.finetune.poll import Backoff, refresh, wait_for_job
 from ftpipe.finetune.upload import Uploaded, upload_training_file
 from ftpipe.registry import JobRecord, default_registry
 from ftpipe.settings import get_settings
-from tasks.common import retry_transient
+from ftpipe.tasks.common import retry_transient
 
 
 def job_ids_file() -> Path:

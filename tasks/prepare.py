@@ -34,7 +34,7 @@ from ftpipe.prepare.pipeline import (
 )
 from ftpipe.prepare.report import markdown
 from ftpipe.prepare.sources import Source
-from tasks.common import outcome
+from ftpipe.tasks.common import outcome
 
 TaskRunnerName = Literal["threads", "dask"]
 PROGRESS_STEP = 5.0  # update the progress artifact every 5 percentage points

@@ -8,8 +8,8 @@ from typing import Any
 from prefect import get_run_logger, task
 
 from ftpipe.client import make_client
+from ftpipe.tasks.common import retry_transient
 from ftpipe.vision import describe_image
-from tasks.common import retry_transient
 
 
 @task(

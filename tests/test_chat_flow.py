@@ -16,9 +16,9 @@ from prefect.client.schemas.filters import ArtifactFilter, ArtifactFilterFlowRun
 from prefect.states import State
 from prefect.testing.utilities import prefect_test_harness
 
-from flows.chat import chat, messages_from_csv
 from ftpipe import sentiment
 from ftpipe.dialogue_log import DialogueLog, default_log_path
+from ftpipe.flows.chat import chat, messages_from_csv
 from tests.conftest import SAMPLES
 
 STAND_IN = "(local stand-in for gpt-4o-mini) You asked: "

@@ -13,7 +13,7 @@ from typing import TYPE_CHECKING, Any
 
 import pytest
 
-from flows.serve import read_specs
+from ftpipe.flows.serve import read_specs
 from tests.conftest import require_system
 from tests.prefect_server import (
     ROOT,
@@ -95,19 +95,19 @@ def submit(page: Page, attempts: int = 3) -> None:
 def test_serve_registers_every_deployment_with_its_schedule(served: Served) -> None:
     by_name = {(d["entrypoint"], d["name"]): d for d in served.server.deployments()}
     assert set(by_name) == {
-        ("flows.finetune.finetune", "manual"),
-        ("flows.finetune.finetune_dialogues", "nightly"),
-        ("flows.finetune.poll_jobs", "every-5-minutes"),
-        ("flows.prepare_dataset.prepare_dataset", "manual"),
-        ("flows.describe_images.describe_images", "manual"),
-        ("flows.chat.chat", "manual"),
+        ("ftpipe.flows.finetune.finetune", "manual"),
+        ("ftpipe.flows.finetune.finetune_dialogues", "nightly"),
+        ("ftpipe.flows.finetune.poll_jobs", "every-5-minutes"),
+        ("ftpipe.flows.prepare_dataset.prepare_dataset", "manual"),
+        ("ftpipe.flows.describe_images.describe_images", "manual"),
+        ("ftpipe.flows.chat.chat", "manual"),
     }
-    [poll] = by_name["flows.finetune.poll_jobs", "every-5-minutes"]["schedules"]
+    [poll] = by_name["ftpipe.flows.finetune.poll_jobs", "every-5-minutes"]["schedules"]
     assert poll["active"] and poll["schedule"]["interval"] == 300
-    [nightly] = by_name["flows.finetune.finetune_dialogues", "nightly"]["schedules"]
+    [nightly] = by_name["ftpipe.flows.finetune.finetune_dialogues", "nightly"]["schedules"]
     assert nightly["active"] and nightly["schedule"]["cron"] == "0 2 * * *"
     assert nightly["schedule"]["timezone"] == "UTC"
-    finetune = by_name["flows.finetune.finetune", "manual"]
+    finetune = by_name["ftpipe.flows.finetune.finetune", "manual"]
     assert finetune["schedules"] == []
     assert finetune["parameters"]["paths"] == ["data/samples/csv"]
     form = finetune["parameter_openapi_schema"]["properties"]  # what the UI draws its form from
@@ -118,7 +118,7 @@ def test_serve_registers_every_deployment_with_its_schedule(served: Served) -> N
 def test_api_started_finetune_run_completes_with_a_job_in_the_registry(
     served: Served, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    deployment = served.deployment("flows.finetune.finetune")
+    deployment = served.deployment("ftpipe.flows.finetune.finetune")
     data = unique_csv_folder(tmp_path / "api-run")
     description = f"started through the API {uuid.uuid4().hex[:6]}"
     parameters = {"paths": [str(data)], "suffix": "api-run", "description": description}
@@ -142,7 +142,7 @@ def test_custom_run_from_the_ui_form_completes(
     require_system(CHROMIUM.exists(), "Debian's chromium")
     from playwright.sync_api import expect, sync_playwright
 
-    deployment = served.deployment("flows.finetune.finetune")
+    deployment = served.deployment("ftpipe.flows.finetune.finetune")
     data = unique_csv_folder(tmp_path / "ui-run")
     description = f"started from the UI {uuid.uuid4().hex[:6]}"
     ARTIFACTS.mkdir(parents=True, exist_ok=True)

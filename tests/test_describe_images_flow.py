@@ -19,11 +19,11 @@ from prefect.client.schemas.filters import ArtifactFilter, ArtifactFilterFlowRun
 from prefect.states import Completed, Failed, State
 from prefect.testing.utilities import prefect_test_harness
 
-from flows.describe_images import ARTIFACT_KEY, describe_images
 from ftpipe.errors import InputError
+from ftpipe.flows.describe_images import ARTIFACT_KEY, describe_images
+from ftpipe.tasks.common import retry_transient
+from ftpipe.tasks.vision import describe_one
 from ftpipe.vision import COLUMNS, Description, EndpointError, ImageError
-from tasks.common import retry_transient
-from tasks.vision import describe_one
 
 
 @pytest.fixture(scope="module", autouse=True)
@@ -119,7 +119,7 @@ def test_flow_bounds_concurrency(tmp_path: Path, monkeypatch: pytest.MonkeyPatch
             running[0] -= 1
         return Description(str(path), "fine", model, 1, 1)
 
-    monkeypatch.setattr("tasks.vision.describe_image", slow)
+    monkeypatch.setattr("ftpipe.tasks.vision.describe_image", slow)
     result = describe_images(str(tmp_path), concurrency=2)
     assert result["described"] == 6 and peak[0] == 2
 

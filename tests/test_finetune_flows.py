@@ -23,11 +23,11 @@ from prefect.client.schemas.sorting import ArtifactSort
 from prefect.states import State
 from prefect.testing.utilities import prefect_test_harness
 
-from flows.finetune import finetune, finetune_dialogues, poll_jobs
 from ftpipe.client import make_client
 from ftpipe.errors import InputError
 from ftpipe.finetune.launch import LaunchRefused
 from ftpipe.finetune.poll import WaitTimeout
+from ftpipe.flows.finetune import finetune, finetune_dialogues, poll_jobs
 from ftpipe.registry import TERMINAL, default_registry
 from tests.conftest import SAMPLES
 

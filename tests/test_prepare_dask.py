@@ -27,8 +27,8 @@ from prefect.client.schemas.filters import FlowRunFilter, FlowRunFilterId
 from prefect.states import State
 from prefect.testing.utilities import prefect_test_harness
 
-from flows.prepare_dataset import prepare_dataset
 from ftpipe.errors import InputError
+from ftpipe.flows.prepare_dataset import prepare_dataset
 from ftpipe.prepare.options import PrepareOptions
 from ftpipe.prepare.pipeline import prepare
 

@@ -19,8 +19,8 @@ from prefect.client.schemas.objects import Artifact
 from prefect.states import State
 from prefect.testing.utilities import prefect_test_harness
 
-from flows.prepare_dataset import prepare_dataset
 from ftpipe.errors import InputError
+from ftpipe.flows.prepare_dataset import prepare_dataset
 from ftpipe.prepare.pipeline import PrepareFailed
 from tests.conftest import SAMPLES
 

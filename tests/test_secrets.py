@@ -11,7 +11,7 @@ from prefect.blocks.system import Secret
 from prefect.testing.utilities import prefect_test_harness
 
 from ftpipe.settings import get_settings
-from tasks.secrets import SECRET_BLOCKS, load_secret_blocks
+from ftpipe.tasks.secrets import SECRET_BLOCKS, load_secret_blocks
 
 
 @pytest.fixture(scope="module", autouse=True)

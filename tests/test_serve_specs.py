@@ -7,8 +7,8 @@ from pathlib import Path
 
 import pytest
 
-from flows.serve import DEFAULT_FILE, load_flow, read_specs, to_deployment, to_schedule
 from ftpipe.errors import InputError
+from ftpipe.flows.serve import DEFAULT_FILE, load_flow, read_specs, to_deployment, to_schedule
 
 
 def test_every_deployment_of_the_file_loads_its_flow() -> None:

@@ -10,7 +10,7 @@ import openai
 from ftpipe.finetune.poll import refresh
 from ftpipe.local_api.server import RunningServer
 from ftpipe.registry import JobRecord, Registry
-from tasks.common import is_transient
+from ftpipe.tasks.common import is_transient
 from tests.conftest import strict_client
 
 REQUEST = httpx.Request("POST", "http://127.0.0.1/v1/chat/completions")

@@ -41,8 +41,10 @@ from great_expectations.expectations.expectation_configuration import (  # noqa:
     ExpectationConfiguration,
 )
 
+from ftpipe import resources  # noqa: E402
+from ftpipe.settings import get_settings  # noqa: E402
+
 KINDS = ("column_pairs", "labelled_text", "dialogues")
-ENV_DIR = "FTPIPE_EXPECTATIONS_DIR"
 EXISTS = "expect_column_to_exist"
 NULL_TEXT = "<null>"
 RESULT_FORMAT: dict[str, Any] = {
@@ -54,11 +56,8 @@ _RULE = re.compile(r"^[a-z][a-z0-9_]*$")
 
 
 def expectations_dir() -> Path:
-    """Where the suites live: FTPIPE_EXPECTATIONS_DIR, else the repository's expectations/."""
-    override = os.environ.get(ENV_DIR)
-    if override:
-        return Path(override)
-    return Path(__file__).resolve().parents[2] / "expectations"
+    """Where the suites live: FTPIPE_EXPECTATIONS_DIR, else the ones shipped with ftpipe."""
+    return get_settings().expectations_dir or resources.expectations_dir()
 
 
 def _suite_path(kind: str) -> Path:

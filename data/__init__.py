@@ -1,0 +1,1 @@
+"""Sample inputs and the assistants catalogue, installed as ftpipe.data package data."""

@@ -1,0 +1,1 @@
+"""Prefect deployments (prefect.yaml), installed as ftpipe.deployments package data."""

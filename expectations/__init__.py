@@ -1,0 +1,1 @@
+"""Great Expectations suites (JSON), installed as ftpipe.expectations package data."""
