@@ -10,9 +10,9 @@ from prefect.artifacts import create_table_artifact
 
 from ftpipe.errors import InputError
 from ftpipe.prepare.csv_reader import read_csv_batches
+from ftpipe.tasks.backend import flow_backend
 from ftpipe.tasks.chat import answer
 from ftpipe.tasks.common import run_bounded
-from ftpipe.tasks.secrets import load_secret_blocks
 
 
 def messages_from_csv(path: str, column: str) -> list[str]:
@@ -26,7 +26,7 @@ def messages_from_csv(path: str, column: str) -> list[str]:
     return messages
 
 
-@flow(name="chat", on_running=[load_secret_blocks])
+@flow(name="chat")
 def chat(
     messages: list[str] | None = None,
     csv_path: str | None = None,
@@ -49,41 +49,44 @@ def chat(
         attempts: Tries per message on 429/5xx/connection errors (retry-after honoured).
         log_dialogues: Append every exchange to the dialogue log (FTPIPE_HOME/dialogues).
     """
-    if concurrency < 1:
-        raise InputError("concurrency", f"must be at least 1, got {concurrency}")
-    texts = list(messages or []) + (messages_from_csv(csv_path, column) if csv_path else [])
-    if not texts:
-        raise InputError("messages", "nothing to answer: give messages or a CSV path")
-    parameters = [
-        {
-            "text": text,
-            "model": model,
-            "system_instruction": system_instruction,
-            "attempts": attempts,
-            "log_dialogue": log_dialogues,
-        }
-        for text in texts
-    ]
-    rows = [
-        value if ok else {"message": text, "text": "", "error": f"{type(value).__name__}: {value}"}
-        for (ok, value), text in zip(
-            run_bounded(answer, parameters, concurrency), texts, strict=True
-        )
-    ]
-    failed = sum(1 for row in rows if row.get("error"))
-    get_run_logger().info("%d messages answered, %d failed", len(rows) - failed, failed)
-    create_table_artifact(
-        [
+    with flow_backend(model):
+        if concurrency < 1:
+            raise InputError("concurrency", f"must be at least 1, got {concurrency}")
+        texts = list(messages or []) + (messages_from_csv(csv_path, column) if csv_path else [])
+        if not texts:
+            raise InputError("messages", "nothing to answer: give messages or a CSV path")
+        parameters = [
             {
-                "message": r["message"],
-                "reply": r.get("text", ""),
-                "sentiment": r.get("sentiment"),
-                "error": r.get("error", ""),
+                "text": text,
+                "model": model,
+                "system_instruction": system_instruction,
+                "attempts": attempts,
+                "log_dialogue": log_dialogues,
             }
-            for r in rows
-        ],
-        key="chat-replies",
-        description=f"{len(rows)} messages ({failed} failed)"
-        + (f" from {Path(csv_path).name}" if csv_path else ""),
-    )
-    return rows
+            for text in texts
+        ]
+        rows = [
+            value
+            if ok
+            else {"message": text, "text": "", "error": f"{type(value).__name__}: {value}"}
+            for (ok, value), text in zip(
+                run_bounded(answer, parameters, concurrency), texts, strict=True
+            )
+        ]
+        failed = sum(1 for row in rows if row.get("error"))
+        get_run_logger().info("%d messages answered, %d failed", len(rows) - failed, failed)
+        create_table_artifact(
+            [
+                {
+                    "message": r["message"],
+                    "reply": r.get("text", ""),
+                    "sentiment": r.get("sentiment"),
+                    "error": r.get("error", ""),
+                }
+                for r in rows
+            ],
+            key="chat-replies",
+            description=f"{len(rows)} messages ({failed} failed)"
+            + (f" from {Path(csv_path).name}" if csv_path else ""),
+        )
+        return rows

@@ -9,8 +9,8 @@ from prefect import flow, get_run_logger
 from prefect.artifacts import create_table_artifact
 
 from ftpipe.errors import InputError
+from ftpipe.tasks.backend import flow_backend
 from ftpipe.tasks.common import run_bounded
-from ftpipe.tasks.secrets import load_secret_blocks
 from ftpipe.tasks.vision import describe_one
 from ftpipe.vision import (
     Description,
@@ -23,7 +23,7 @@ from ftpipe.vision import (
 ARTIFACT_KEY = "image-descriptions"
 
 
-@flow(name="describe_images", on_running=[load_secret_blocks])
+@flow(name="describe_images")
 def describe_images(
     folder: str,
     prompt: str | None = None,
@@ -43,25 +43,28 @@ def describe_images(
         out_dir: Folder for descriptions.csv and descriptions.parquet (default:
             <folder>/descriptions).
     """
-    if concurrency < 1:
-        raise InputError("concurrency", f"must be at least 1, got {concurrency}")
-    target = Path(out_dir) if out_dir else Path(folder) / "descriptions"
-    images = [str(path) for path in find_images(folder, pattern, exclude=target)]
-    logger = get_run_logger()
-    if not images:
-        logger.warning("No image files matching %r under %s", pattern, folder)
-    rows = describe_all(images, prompt, model, concurrency)
-    csv_path, parquet_path = write_descriptions(rows, target)
-    failed = sum(1 for row in rows if row["error"])
-    publish_table(rows, folder, failed)
-    logger.info("%d images described, %d failed; table in %s", len(rows) - failed, failed, target)
-    return {
-        "rows": rows,
-        "described": len(rows) - failed,
-        "failed": failed,
-        "csv": str(csv_path),
-        "parquet": str(parquet_path),
-    }
+    with flow_backend(model):
+        if concurrency < 1:
+            raise InputError("concurrency", f"must be at least 1, got {concurrency}")
+        target = Path(out_dir) if out_dir else Path(folder) / "descriptions"
+        images = [str(path) for path in find_images(folder, pattern, exclude=target)]
+        logger = get_run_logger()
+        if not images:
+            logger.warning("No image files matching %r under %s", pattern, folder)
+        rows = describe_all(images, prompt, model, concurrency)
+        csv_path, parquet_path = write_descriptions(rows, target)
+        failed = sum(1 for row in rows if row["error"])
+        publish_table(rows, folder, failed)
+        logger.info(
+            "%d images described, %d failed; table in %s", len(rows) - failed, failed, target
+        )
+        return {
+            "rows": rows,
+            "described": len(rows) - failed,
+            "failed": failed,
+            "csv": str(csv_path),
+            "parquet": str(parquet_path),
+        }
 
 
 def describe_all(

@@ -11,6 +11,7 @@ from ftpipe.finetune.launch import LaunchOptions, LaunchRequest
 from ftpipe.flows.prepare_dataset import prepare_dataset
 from ftpipe.registry import default_registry
 from ftpipe.settings import get_settings
+from ftpipe.tasks.backend import flow_backend
 from ftpipe.tasks.common import run_bounded
 from ftpipe.tasks.finetune import (
     endpoint,
@@ -20,10 +21,9 @@ from ftpipe.tasks.finetune import (
     upload_file,
     wait_job,
 )
-from ftpipe.tasks.secrets import load_secret_blocks
 
 
-@flow(name="finetune", on_running=[load_secret_blocks])
+@flow(name="finetune")
 def finetune(
     paths: list[str],
     csv_text: str | None = None,
@@ -78,63 +78,64 @@ def finetune(
         dask_address: The scheduler of an existing Dask cluster (tcp://host:8786); needs
             task_runner dask.
     """
-    prepared = prepare_dataset(
-        paths=paths,
-        csv_text=csv_text,
-        model=model,
-        label=label,
-        text_column=text_column,
-        label_column=label_column,
-        column_map=column_map,
-        system_instruction=system_instruction,
-        sentiments=sentiments,
-        redact=redact,
-        validation_share=validation_share,
-        out_dir=out_dir,
-        task_runner=task_runner,
-        dask_address=dask_address,
-    )
-    training = upload_file(prepared["train"])
-    validation = upload_file(prepared["validation"]) if prepared["validation"] else None
-    options = LaunchOptions(
-        model=model,
-        n_epochs=n_epochs or "auto",
-        batch_size=batch_size or "auto",
-        learning_rate_multiplier=learning_rate_multiplier or "auto",
-        suffix=suffix,
-        seed=seed,
-    )
-    request = LaunchRequest(
-        dataset_id=prepared["dataset_id"],
-        training_file=training.file_id,
-        validation_file=validation.file_id if validation else None,
-        options=options,
-        endpoint=endpoint(),
-        sources=list(paths) + (["<csv text>"] if csv_text else []),
-        description=description,
-        force=force,
-    )
-    launched = launch_job(request)
-    record = launched.job
-    publish_status([record])
-    if wait:
-        record = wait_job(record.job_id, wait_timeout_minutes * 60)
+    with flow_backend(model):
+        prepared = prepare_dataset(
+            paths=paths,
+            csv_text=csv_text,
+            model=model,
+            label=label,
+            text_column=text_column,
+            label_column=label_column,
+            column_map=column_map,
+            system_instruction=system_instruction,
+            sentiments=sentiments,
+            redact=redact,
+            validation_share=validation_share,
+            out_dir=out_dir,
+            task_runner=task_runner,
+            dask_address=dask_address,
+        )
+        training = upload_file(prepared["train"])
+        validation = upload_file(prepared["validation"]) if prepared["validation"] else None
+        options = LaunchOptions(
+            model=model,
+            n_epochs=n_epochs or "auto",
+            batch_size=batch_size or "auto",
+            learning_rate_multiplier=learning_rate_multiplier or "auto",
+            suffix=suffix,
+            seed=seed,
+        )
+        request = LaunchRequest(
+            dataset_id=prepared["dataset_id"],
+            training_file=training.file_id,
+            validation_file=validation.file_id if validation else None,
+            options=options,
+            endpoint=endpoint(),
+            sources=list(paths) + (["<csv text>"] if csv_text else []),
+            description=description,
+            force=force,
+        )
+        launched = launch_job(request)
+        record = launched.job
         publish_status([record])
-    return {
-        "dataset_id": prepared["dataset_id"],
-        "job_id": record.job_id,
-        "reused": launched.reused,
-        "status": record.status,
-        "fine_tuned_model": record.fine_tuned_model,
-        "cost": prepared["cost"],
-    }
+        if wait:
+            record = wait_job(record.job_id, wait_timeout_minutes * 60)
+            publish_status([record])
+        return {
+            "dataset_id": prepared["dataset_id"],
+            "job_id": record.job_id,
+            "reused": launched.reused,
+            "status": record.status,
+            "fine_tuned_model": record.fine_tuned_model,
+            "cost": prepared["cost"],
+        }
 
 
 def default_dialogue_dir() -> str:
     return str(get_settings().home / "dialogues")
 
 
-@flow(name="finetune_dialogues", on_running=[load_secret_blocks])
+@flow(name="finetune_dialogues")
 def finetune_dialogues(
     dialogues_dir: str | None = None,
     model: str = "gpt-4o-mini",
@@ -159,39 +160,41 @@ def finetune_dialogues(
         force: Launch even if these dialogues already have a job.
         description: A note kept with the job.
     """
-    if dialogues_dir is None and not any(Path(default_dialogue_dir()).rglob("*.json")):
-        # The nightly run before anyone chatted is not a failure; a folder given by hand that
-        # holds nothing still is, with its name in the error.
-        get_run_logger().warning(
-            "No saved dialogues in %s yet (the chat flow writes them there): nothing to "
-            "fine-tune on",
-            default_dialogue_dir(),
+    with flow_backend(model):
+        if dialogues_dir is None and not any(Path(default_dialogue_dir()).rglob("*.json")):
+            # The nightly run before anyone chatted is not a failure; a folder given by hand that
+            # holds nothing still is, with its name in the error.
+            get_run_logger().warning(
+                "No saved dialogues in %s yet (the chat flow writes them there): nothing to "
+                "fine-tune on",
+                default_dialogue_dir(),
+            )
+            return {"skipped": f"no dialogues in {default_dialogue_dir()}", "job_id": None,
+                    "status": "skipped"}  # fmt: skip
+        return finetune(
+            paths=[dialogues_dir or default_dialogue_dir()],
+            model=model,
+            sentiments=sentiments,
+            redact=redact,
+            suffix=suffix,
+            n_epochs=n_epochs,
+            wait=wait,
+            force=force,
+            description=description,
         )
-        return {"skipped": f"no dialogues in {default_dialogue_dir()}", "job_id": None,
-                "status": "skipped"}  # fmt: skip
-    return finetune(
-        paths=[dialogues_dir or default_dialogue_dir()],
-        model=model,
-        sentiments=sentiments,
-        redact=redact,
-        suffix=suffix,
-        n_epochs=n_epochs,
-        wait=wait,
-        force=force,
-        description=description,
-    )
 
 
-@flow(name="poll_jobs", on_running=[load_secret_blocks])
+@flow(name="poll_jobs")
 def poll_jobs() -> list[dict[str, Any]]:
     """Refresh every unfinished job in the registry; meant to run on a schedule."""
-    registry = default_registry()
-    where = endpoint()
-    active = registry.active(endpoint=where)
-    outcomes = run_bounded(refresh_job, [{"job_id": r.job_id} for r in active], concurrency=4)
-    records = [value for ok, value in outcomes if ok]  # a failed refresh is in its task's log
-    publish_status(records or registry.jobs(endpoint=where)[:20])
-    return [
-        {"job_id": r.job_id, "status": r.status, "fine_tuned_model": r.fine_tuned_model}
-        for r in records
-    ]
+    with flow_backend():
+        registry = default_registry()
+        where = endpoint()
+        active = registry.active(endpoint=where)
+        outcomes = run_bounded(refresh_job, [{"job_id": r.job_id} for r in active], concurrency=4)
+        records = [value for ok, value in outcomes if ok]  # a failed refresh is in its task's log
+        publish_status(records or registry.jobs(endpoint=where)[:20])
+        return [
+            {"job_id": r.job_id, "status": r.status, "fine_tuned_model": r.fine_tuned_model}
+            for r in records
+        ]

@@ -6,8 +6,12 @@ Every knob a user may turn lives here so the CLI, the tasks and the local server
 from __future__ import annotations
 
 import os
+from collections.abc import Iterator, Mapping
+from contextlib import contextmanager
+from contextvars import ContextVar
 from functools import cached_property
 from pathlib import Path
+from types import MappingProxyType
 from typing import Literal
 
 from pydantic import AliasChoices, Field, SecretStr, field_validator
@@ -74,7 +78,7 @@ class LocalApiSettings(BaseSettings):
 class Settings(BaseSettings):
     """Connection, state folder and defaults; secrets stay SecretStr so they never print."""
 
-    model_config = SettingsConfigDict(env_file=ENV_FILE, extra="ignore")
+    model_config = SettingsConfigDict(env_file=ENV_FILE, extra="ignore", populate_by_name=True)
 
     openai_api_key: SecretStr | None = Field(None, validation_alias="OPENAI_API_KEY")
     openai_base_url: str | None = Field(None, validation_alias="OPENAI_BASE_URL")
@@ -122,6 +126,17 @@ class Settings(BaseSettings):
         return FaultSettings()
 
     @property
+    def explicit_backend(self) -> bool:
+        """Whether the backend was named (by FTPIPE_BACKEND, a key or an endpoint) rather than
+        left to the embedded default that only interactive commands may pick by themselves."""
+        return bool(
+            self.backend != "auto"
+            or self.azure_openai_endpoint
+            or self.openai_api_key
+            or self.openai_base_url
+        )
+
+    @property
     def resolved_backend(self) -> Literal["local", "openai", "azure"]:
         """Azure when its endpoint is set, OpenAI when a key or URL is, else the local server."""
         if self.backend != "auto":
@@ -139,6 +154,24 @@ class Settings(BaseSettings):
         return path
 
 
+# Values given for one scope (a flow run: its backend, a key from a Secret block) without ever
+# writing them into os.environ, where subprocesses and Dask workers would inherit them.
+_overrides: ContextVar[Mapping[str, object]] = ContextVar(
+    "ftpipe_settings_overrides", default=MappingProxyType({})
+)
+
+
+@contextmanager
+def overridden(**values: object) -> Iterator[None]:
+    """`get_settings()` returns these values (by field name) inside the block, in this context
+    and in the tasks it starts on threads; the environment is left as it is."""
+    token = _overrides.set(MappingProxyType({**_overrides.get(), **values}))
+    try:
+        yield
+    finally:
+        _overrides.reset(token)
+
+
 def get_settings() -> Settings:
     """Fresh settings each call, so a changed environment (tests, CLI options) is honoured."""
-    return Settings()
+    return Settings(**_overrides.get())

@@ -1,4 +1,5 @@
-"""Keys from Prefect Secret blocks: read by the flows' hook when the environment lacks them."""
+"""Keys from Prefect Secret blocks: read at a flow's first step when the environment lacks them,
+for that run only (never written into the environment)."""
 
 from __future__ import annotations
 
@@ -11,7 +12,7 @@ from prefect.blocks.system import Secret
 from prefect.testing.utilities import prefect_test_harness
 
 from ftpipe.settings import get_settings
-from ftpipe.tasks.secrets import SECRET_BLOCKS, load_secret_blocks
+from ftpipe.tasks.backend import SECRET_BLOCKS, flow_backend
 
 
 @pytest.fixture(scope="module", autouse=True)
@@ -23,16 +24,17 @@ def prefect_server() -> Iterator[None]:
 @pytest.fixture
 def no_keys(monkeypatch: pytest.MonkeyPatch) -> None:
     """Keys absent now and removed again afterwards, whatever the hook sets."""
-    for variable in SECRET_BLOCKS:
+    for variable in ("OPENAI_API_KEY", "AZURE_OPENAI_API_KEY"):
         monkeypatch.setenv(variable, "placeholder")  # recorded, so teardown restores absence
         monkeypatch.delenv(variable)
 
 
-@flow(on_running=[load_secret_blocks])
+@flow
 def which_backend() -> str:
-    settings = get_settings()
-    key = settings.openai_api_key.get_secret_value() if settings.openai_api_key else ""
-    return f"{settings.resolved_backend}:{key[-4:]}"
+    with flow_backend():
+        settings = get_settings()
+        key = settings.openai_api_key.get_secret_value() if settings.openai_api_key else ""
+        return f"{settings.resolved_backend}:{key[-4:]}"
 
 
 def test_no_block_no_key_means_the_local_server(no_keys: None) -> None:
@@ -40,18 +42,20 @@ def test_no_block_no_key_means_the_local_server(no_keys: None) -> None:
 
 
 def test_key_comes_from_the_secret_block(no_keys: None) -> None:
-    Secret(value="sk-from-block-9876").save(SECRET_BLOCKS["OPENAI_API_KEY"], overwrite=True)
+    Secret(value="sk-from-block-9876").save(SECRET_BLOCKS["openai_api_key"], overwrite=True)
     try:
         assert which_backend() == "openai:9876"
+        assert "OPENAI_API_KEY" not in os.environ  # the run had it; nothing else inherits it
+        assert get_settings().openai_api_key is None
     finally:
-        Secret(value="").save(SECRET_BLOCKS["OPENAI_API_KEY"], overwrite=True)
+        Secret(value="").save(SECRET_BLOCKS["openai_api_key"], overwrite=True)
 
 
 def test_environment_wins_over_the_block(no_keys: None, monkeypatch: pytest.MonkeyPatch) -> None:
-    Secret(value="sk-from-block-9876").save(SECRET_BLOCKS["OPENAI_API_KEY"], overwrite=True)
+    Secret(value="sk-from-block-9876").save(SECRET_BLOCKS["openai_api_key"], overwrite=True)
     monkeypatch.setenv("OPENAI_API_KEY", "sk-from-env-1234")
     try:
         assert which_backend() == "openai:1234"
         assert os.environ["OPENAI_API_KEY"] == "sk-from-env-1234"
     finally:
-        Secret(value="").save(SECRET_BLOCKS["OPENAI_API_KEY"], overwrite=True)
+        Secret(value="").save(SECRET_BLOCKS["openai_api_key"], overwrite=True)
