@@ -3,9 +3,13 @@
 from __future__ import annotations
 
 import os
+import tempfile
 
 os.environ["FTPIPE_ENV_FILE"] = os.devnull  # a developer's .env must never reach a test
 os.environ["PREFECT_SERVER_ANALYTICS_ENABLED"] = "false"  # no telemetry from test servers
+# A Prefect home of the session's own: a local Prefect server that a test makes ftpipe start
+# never touches the developer's ~/.prefect, and is stopped when the session ends.
+os.environ["PREFECT_HOME"] = tempfile.mkdtemp(prefix="ftpipe-tests-prefect-")
 
 import ipaddress
 import json
@@ -31,6 +35,13 @@ ISOLATED_VARS = (
     "FTPIPE_LOCAL_API_KEY",
     "FTPIPE_LOCAL_JOB_SPEED",
 )
+
+
+def pytest_sessionfinish(session: pytest.Session, exitstatus: int) -> None:
+    """Stop the session's long-lived local Prefect server, if a test made ftpipe start one."""
+    from ftpipe.flows.prefect_api import stop_server
+
+    stop_server(Path(os.environ["PREFECT_HOME"]))
 
 
 def _loopback(host: object) -> bool:
