@@ -6,7 +6,7 @@ from pathlib import Path
 from typing import Any
 
 from prefect import flow, get_run_logger
-from prefect.artifacts import create_table_artifact
+from prefect.artifacts import create_markdown_artifact, create_table_artifact
 
 from ftpipe.errors import InputError
 from ftpipe.prepare.csv_reader import read_csv_batches
@@ -36,6 +36,7 @@ def chat(
     concurrency: int = 16,
     attempts: int = 5,
     log_dialogues: bool = True,
+    publish_replies: bool = False,
 ) -> list[dict[str, Any]]:
     """Answer many messages at once; each exchange goes to the dialogue log.
 
@@ -48,6 +49,8 @@ def chat(
         concurrency: How many requests run at the same time (at least 1).
         attempts: Tries per message on 429/5xx/connection errors (retry-after honoured).
         log_dialogues: Append every exchange to the dialogue log (FTPIPE_HOME/dialogues).
+        publish_replies: Also publish every message and reply as a table artifact (off by
+            default: conversations may hold personal data that the Prefect UI would keep).
     """
     with flow_backend(model):
         if concurrency < 1:
@@ -75,18 +78,30 @@ def chat(
         ]
         failed = sum(1 for row in rows if row.get("error"))
         get_run_logger().info("%d messages answered, %d failed", len(rows) - failed, failed)
-        create_table_artifact(
-            [
-                {
-                    "message": r["message"],
-                    "reply": r.get("text", ""),
-                    "sentiment": r.get("sentiment"),
-                    "error": r.get("error", ""),
-                }
-                for r in rows
-            ],
-            key="chat-replies",
-            description=f"{len(rows)} messages ({failed} failed)"
-            + (f" from {Path(csv_path).name}" if csv_path else ""),
+        source = f" from {Path(csv_path).name}" if csv_path else ""
+        create_markdown_artifact(
+            f"**{len(rows) - failed}** of {len(rows)} messages{source} answered by `{model}`, "
+            f"**{failed}** failed.",
+            key="chat-summary",
+            description="Chat run summary (no message contents)",
         )
+        if publish_replies:
+            _publish_replies(rows, f"{len(rows)} messages ({failed} failed){source}")
         return rows
+
+
+def _publish_replies(rows: list[dict[str, Any]], description: str) -> None:
+    """Every message with its reply as a table, only when the run asked for it."""
+    create_table_artifact(
+        [
+            {
+                "message": r["message"],
+                "reply": r.get("text", ""),
+                "sentiment": r.get("sentiment"),
+                "error": r.get("error", ""),
+            }
+            for r in rows
+        ],
+        key="chat-replies",
+        description=description,
+    )

@@ -21,6 +21,7 @@ from ftpipe.vision import (
 )
 
 ARTIFACT_KEY = "image-descriptions"
+DEFAULT_OUTPUT_ROOT = Path("data") / "processed" / "descriptions"
 
 
 @flow(name="describe_images")
@@ -40,14 +41,14 @@ def describe_images(
         model: A vision-capable chat model.
         pattern: Glob pattern for file names, e.g. "scan_*" (the suffix filter still applies).
         concurrency: How many images are described at the same time (at least 1).
-        out_dir: Folder for descriptions.csv and descriptions.parquet (default:
-            <folder>/descriptions).
+        out_dir: Folder for descriptions.csv and descriptions.parquet, outside the input
+            folder (default: data/processed/descriptions/<folder name>).
     """
     with flow_backend(model):
         if concurrency < 1:
             raise InputError("concurrency", f"must be at least 1, got {concurrency}")
-        target = Path(out_dir) if out_dir else Path(folder) / "descriptions"
-        images = [str(path) for path in find_images(folder, pattern, exclude=target)]
+        target = output_folder(folder, out_dir)
+        images = [str(path) for path in find_images(folder, pattern)]
         logger = get_run_logger()
         if not images:
             logger.warning("No image files matching %r under %s", pattern, folder)
@@ -89,3 +90,14 @@ def publish_table(rows: list[dict[str, Any]], folder: str, failed: int) -> None:
         key=ARTIFACT_KEY,
         description=f"Descriptions of {len(rows)} images in {folder} ({failed} failed)",
     )
+
+
+def output_folder(folder: str, out_dir: str | None) -> Path:
+    """Where the tables go: never inside the input folder, which a later `ftpipe prepare` or
+    describe run would then read as input."""
+    target = Path(out_dir) if out_dir else DEFAULT_OUTPUT_ROOT / Path(folder).resolve().name
+    if target.resolve().is_relative_to(Path(folder).resolve()):
+        raise InputError(
+            f"out_dir {target}", f"lies inside the input folder {folder}; choose one outside it"
+        )
+    return target

@@ -84,7 +84,7 @@ def test_chat_answers_a_list_in_order_and_logs_each_exchange() -> None:
         model="m",
         new_conversation=True,
     )
-    state = chat(messages=MESSAGES, concurrency=3, return_state=True)
+    state = chat(messages=MESSAGES, concurrency=3, publish_replies=True, return_state=True)
     assert state.is_completed(), state.message
     rows = state.result()
     assert_answered_in_order(rows, MESSAGES)
@@ -103,7 +103,11 @@ def test_chat_answers_a_csv_column_after_the_listed_messages() -> None:
     questions = csv_column(FAQ, "question")
     assert len(questions) >= 10
     state = chat(
-        messages=["First of all: hello"], csv_path=str(FAQ), column="question", return_state=True
+        messages=["First of all: hello"],
+        csv_path=str(FAQ),
+        column="question",
+        publish_replies=True,
+        return_state=True,
     )
     assert state.is_completed(), state.message
     expected = ["First of all: hello", *questions]
@@ -166,3 +170,18 @@ def test_chat_reads_a_semicolon_csv_with_a_bom() -> None:
     prompts = csv_column(SUPPORT_EXPORT, "Prompt", delimiter=";")
     assert len(prompts) >= 3
     assert messages_from_csv(str(SUPPORT_EXPORT), "Prompt") == prompts
+
+
+def test_messages_and_replies_stay_out_of_artifacts_unless_asked() -> None:
+    state = chat(messages=MESSAGES[:2], log_dialogues=False, return_state=True)
+    assert state.is_completed(), state.message
+    with get_client(sync_client=True) as client:
+        found = client.read_artifacts(
+            artifact_filter=ArtifactFilter(
+                flow_run_id=ArtifactFilterFlowRunId(any_=[state.state_details.flow_run_id])
+            )
+        )
+    assert [artifact.key for artifact in found] == ["chat-summary"]
+    summary = str(found[0].data)
+    assert "2** of 2 messages" in summary
+    assert all(message not in summary for message in MESSAGES[:2])

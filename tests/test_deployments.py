@@ -14,6 +14,7 @@ from typing import TYPE_CHECKING, Any
 import pytest
 
 from ftpipe.flows.serve import read_specs
+from ftpipe.tasks.backend import BACKEND_VARIABLE
 from tests.conftest import require_system
 from tests.prefect_server import (
     ROOT,
@@ -60,6 +61,10 @@ def served(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Served]:
     serve: Process | None = None
     try:
         home = folder / "ftpipe-home"
+        # The served process names no backend: deployed runs take it from the Prefect
+        # variable, as the README tells users on machines they do not configure themselves.
+        response = server.post("/variables/", {"name": BACKEND_VARIABLE, "value": "local"})
+        assert response.status_code == 201, response.text
         serve = start_serve(server, folder, home, expected=len(read_specs()))
         yield Served(server, serve, home)
     finally:
@@ -181,3 +186,24 @@ def test_custom_run_from_the_ui_form_completes(
     assert run["parameters"]["paths"] == [str(data)]
     record = job_described(served.home, description, monkeypatch)
     assert record.status == "succeeded" and record.source_paths == [str(data)]
+
+
+def test_a_deployed_run_that_names_no_backend_fails_at_its_first_step(served: Served) -> None:
+    """Without FTPIPE_BACKEND, keys or the Prefect variable, a deployed run never falls back to
+    the embedded stand-in: it fails at once, saying what to set, and launches nothing."""
+    server = served.server
+    variable = server.api.get(f"/variables/name/{BACKEND_VARIABLE}").json()
+    assert server.api.delete(f"/variables/name/{BACKEND_VARIABLE}").status_code == 204
+    try:
+        deployment = served.deployment("ftpipe.flows.finetune.poll_jobs")
+        response = server.post(
+            f"/deployments/{deployment['id']}/create_flow_run", {"state": {"type": "SCHEDULED"}}
+        )
+        assert response.status_code == 201, response.text
+        run = server.wait_for_run(response.json()["id"], 180, served.serve.log)
+    finally:
+        server.post("/variables/", {"name": BACKEND_VARIABLE, "value": variable["value"]})
+    assert run["state_type"] == "FAILED"
+    message = run["state"]["message"]
+    assert "FTPIPE_BACKEND" in message and "names no backend" in message
+    assert "Traceback" not in message

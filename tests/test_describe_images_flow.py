@@ -58,7 +58,11 @@ def artifact_rows(state: State) -> list[dict[str, Any]]:
     return json.loads(data) if isinstance(data, str) else data
 
 
-def test_flow_describes_a_folder_and_keeps_failures(folder: Path) -> None:
+def test_flow_describes_a_folder_and_keeps_failures(
+    folder: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.chdir(tmp_path)
+    before = sorted(folder.rglob("*"))
     state = describe_images(str(folder), concurrency=2, return_state=True)
     assert state.is_completed(), state.message
     result = state.result()
@@ -82,7 +86,8 @@ def test_flow_describes_a_folder_and_keeps_failures(folder: Path) -> None:
         assert row["error"] == "" and row["prompt_tokens"] > 0 and row["completion_tokens"] > 0
         assert row["model"].startswith("gpt-4o-mini")
 
-    out_dir = folder / "descriptions"
+    out_dir = Path("data/processed/descriptions") / folder.name  # never into the input folder
+    assert sorted(folder.rglob("*")) == before
     assert Path(result["csv"]) == out_dir / "descriptions.csv"
     assert Path(result["parquet"]) == out_dir / "descriptions.parquet"
     from_csv = pd.read_csv(result["csv"], keep_default_na=False)
@@ -151,3 +156,12 @@ def test_the_task_retries_only_transient_errors() -> None:
     assert not retried(EndpointError("http://h/v1", 400, "bad"))
     assert not retry_transient(describe_one, None, Completed(data=1))  # type: ignore[arg-type]
     assert describe_one.tags == {"vision"}
+
+
+def test_an_out_dir_inside_the_input_folder_is_refused(folder: Path) -> None:
+    state = describe_images(str(folder), out_dir=str(folder / "out"), return_state=True)
+    assert state.is_failed()
+    error = state.result(raise_on_failure=False)
+    assert isinstance(error, InputError)
+    assert "lies inside the input folder" in str(error)
+    assert not (folder / "out").exists()

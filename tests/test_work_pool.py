@@ -59,6 +59,7 @@ def pool(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Pool]:
         worker_env = env | {
             "FTPIPE_PROJECT_DIR": str(ROOT),
             "FTPIPE_HOME": str(home),
+            "FTPIPE_BACKEND": "local",  # a deployed run must name its backend (README)
             "PREFECT_WORKER_QUERY_SECONDS": "1",
         }
         command = [*PREFECT, "worker", "start", "--pool", "ftpipe"]
