@@ -17,7 +17,7 @@ from ftpipe.settings import Settings, get_settings
 
 log = logging.getLogger("ftpipe")
 
-LOCAL_PLACEHOLDER_KEY = "ftpipe-local"  # the local server accepts any key unless one is set
+LOCAL_PLACEHOLDER_KEY = "ftpipe-local"  # for endpoints that accept any key (`ftpipe local-api`)
 
 
 def make_client(
@@ -56,14 +56,14 @@ def make_client(
             max_retries=retries,
             timeout=settings.timeout_s,
         )
-    from ftpipe.local_api.server import local_base_url
+    from ftpipe.local_api.server import local_endpoint
 
     _show_ftpipe_logs()
-    local_key = settings.local.api_key
+    local = local_endpoint(settings)  # an in-process server's key is random, per process
     return _shared(
         "openai",
-        api_key=local_key.get_secret_value() if local_key else LOCAL_PLACEHOLDER_KEY,
-        base_url=local_base_url(settings),
+        api_key=local.api_key or LOCAL_PLACEHOLDER_KEY,
+        base_url=local.base_url,
         max_retries=retries,
         timeout=settings.timeout_s,
     )

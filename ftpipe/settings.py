@@ -50,7 +50,9 @@ class LocalApiSettings(BaseSettings):
     model_config = SettingsConfigDict(env_prefix="FTPIPE_LOCAL_", env_file=ENV_FILE, extra="ignore")
 
     api_key: SecretStr | None = Field(
-        None, description="Key the local server demands; any non-empty bearer key when unset."
+        None,
+        description="Key the local server demands; unset: the in-process server draws a random "
+        "key per process (the client factory uses it), `ftpipe local-api` accepts any key.",
     )
     job_speed: str = Field(
         "immediate",
@@ -61,6 +63,11 @@ class LocalApiSettings(BaseSettings):
         False,
         description="Answer job creation with 403, as OpenAI does for organisations it no "
         "longer lets fine-tune (to rehearse the wind-down).",
+    )
+    ignore_metadata_filter: bool = Field(
+        False,
+        description="List every fine-tuning job whatever `metadata[...]` filter is asked for, as "
+        "some compatible endpoints do (to rehearse one).",
     )
     max_file_bytes: int = Field(512 * 1024**2, gt=0, description="Per-file limit of POST /files.")
     max_part_bytes: int = Field(64 * 1024**2, gt=0, description="Per-part limit of uploads.")
@@ -78,7 +85,7 @@ class LocalApiSettings(BaseSettings):
 class Settings(BaseSettings):
     """Connection, state folder and defaults; secrets stay SecretStr so they never print."""
 
-    model_config = SettingsConfigDict(env_file=ENV_FILE, extra="ignore", populate_by_name=True)
+    model_config = SettingsConfigDict(env_file=ENV_FILE, extra="ignore")
 
     openai_api_key: SecretStr | None = Field(None, validation_alias="OPENAI_API_KEY")
     openai_base_url: str | None = Field(None, validation_alias="OPENAI_BASE_URL")
@@ -174,4 +181,13 @@ def overridden(**values: object) -> Iterator[None]:
 
 def get_settings() -> Settings:
     """Fresh settings each call, so a changed environment (tests, CLI options) is honoured."""
-    return Settings(**_overrides.get())
+    return Settings(**{_alias(name): value for name, value in _overrides.get().items()})
+
+
+def _alias(field: str) -> str:
+    """The name Settings takes a field's value by (its variable name, e.g. FTPIPE_BACKEND);
+    populate_by_name would also read a field like `home` from the unrelated $HOME."""
+    alias = Settings.model_fields[field].validation_alias
+    if isinstance(alias, AliasChoices):
+        alias = alias.choices[0]
+    return str(alias) if alias else field

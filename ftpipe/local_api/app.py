@@ -7,6 +7,7 @@ fault-injection controls. Every answer, errors included, is in OpenAI's shape.
 from __future__ import annotations
 
 import asyncio
+import ipaddress
 import logging
 import os
 import random
@@ -34,6 +35,52 @@ MISSING_KEY = (
     "You didn't provide an API key. You need to provide your API key in an Authorization "
     "header using Bearer auth (i.e. Authorization: Bearer YOUR_KEY)."
 )
+
+
+def host_name(header: str) -> str | None:
+    """The name in a `Host` header, without port or IPv6 brackets; None when it is malformed."""
+    value = header.strip().lower()
+    if value.startswith("["):
+        name, bracket, rest = value[1:].partition("]")
+        well_formed = bracket and (not rest or (rest[:1] == ":" and rest[1:].isdigit()))
+        return name if well_formed else None
+    if value.count(":") > 1:
+        return value  # a bare IPv6 address such as ::1
+    name, colon, port = value.partition(":")
+    return None if colon and not port.isdigit() else name
+
+
+def is_loopback_name(name: str) -> bool:
+    """localhost, *.localhost (RFC 6761 keeps both on this machine) or a loopback address."""
+    name = name.removesuffix(".")
+    if name == "localhost" or (name.endswith(".localhost") and len(name) > len(".localhost")):
+        return True
+    try:
+        return ipaddress.ip_address(name).is_loopback
+    except ValueError:
+        return False
+
+
+def _host_error(request: Request) -> errors.ApiError | None:
+    """Refuse requests addressed to any other name: a page using DNS rebinding sends its own.
+
+    A request without `Host` (HTTP/1.0) is let through: browsers always send one, and any local
+    program can reach a loopback socket anyway, so refusing it would protect nothing.
+    """
+    hosts = request.headers.getlist("host")
+    if not hosts:
+        return None
+    name = host_name(hosts[0]) if len(hosts) == 1 else None
+    if name is not None and is_loopback_name(name):
+        return None
+    shown = (hosts[0] if len(hosts) == 1 else ", ".join(hosts))[:100]
+    return errors.ApiError(
+        400,
+        f"Invalid Host header {shown!r}: the local server only answers requests addressed to "
+        "a loopback name (localhost, 127.0.0.1 or [::1]), so that web pages cannot reach it "
+        "through DNS rebinding.",
+        code="invalid_host",
+    )
 
 
 def _presented_key(request: Request) -> str | None:
@@ -98,8 +145,11 @@ def create_app(
 
     @app.middleware("http")
     async def guard(request: Request, call_next: Handler) -> Response:
-        """Auth, injected faults (before the request, or after it as a lost answer), and a
-        clean 500 for anything unexpected."""
+        """Host check, auth, injected faults (before the request, or after it as a lost answer),
+        and a clean 500 for anything unexpected."""
+        wrong_host = _host_error(request)
+        if wrong_host:
+            return errors.error_response(wrong_host)
         path = request.url.path
         if path.startswith(OPEN_PATHS):
             return await call_next(request)

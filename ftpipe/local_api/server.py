@@ -2,7 +2,8 @@
 
 A foreground server (`ftpipe local-api`) announces itself in `<FTPIPE_HOME>/local_api/server.json`
 so other processes on the same state folder use it; otherwise each process starts its own
-in-process server over the same SQLite store, which is safe for concurrent use.
+in-process server over the same SQLite store, which is safe for concurrent use. An in-process
+server demands a random key of its own unless FTPIPE_LOCAL_API_KEY names one.
 """
 
 from __future__ import annotations
@@ -12,15 +13,17 @@ import ipaddress
 import json
 import logging
 import os
+import secrets
 import signal
 import socket
 import sys
 import threading
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 
 import httpx
 import uvicorn
+from pydantic import SecretStr
 
 from ftpipe.local_api.app import create_app
 from ftpipe.settings import FaultSettings, LocalApiSettings, Settings
@@ -40,6 +43,7 @@ class RunningServer:
     root: Path
     server: uvicorn.Server
     thread: threading.Thread
+    api_key: str | None = field(default=None, repr=False)  # None: any bearer key is accepted
 
     @property
     def base_url(self) -> str:
@@ -112,7 +116,8 @@ def start_in_thread(
         if not thread.is_alive():
             raise RuntimeError(f"the local server failed to start on {_url(sock)}")
         threading.Event().wait(0.01)
-    return RunningServer(_url(sock), root, server, thread)
+    key = local.api_key.get_secret_value() if local and local.api_key else None
+    return RunningServer(_url(sock), root, server, thread, key)
 
 
 def discovery_path(root: Path) -> Path:
@@ -129,27 +134,51 @@ def _announced(root: Path) -> str | None:
     return info["url"] if answer.get("root") == str(root) else None
 
 
-def local_base_url(settings: Settings) -> str:
-    """The `/v1` URL of a local server on this FTPIPE_HOME, starting one in-process if needed."""
+@dataclass(frozen=True)
+class LocalEndpoint:
+    """Where a client reaches the local server, and the key to send (None: any key will do)."""
+
+    base_url: str
+    api_key: str | None = field(repr=False)
+
+
+def _with_own_key(local: LocalApiSettings) -> LocalApiSettings:
+    """The in-process server's settings: FTPIPE_LOCAL_API_KEY if set, else a random key, so no
+    other program on this machine (nor a web page) can use it without reading our memory."""
+    if local.api_key is not None:
+        return local
+    return local.model_copy(update={"api_key": SecretStr(secrets.token_urlsafe(32))})
+
+
+def local_endpoint(settings: Settings) -> LocalEndpoint:
+    """The local server on this FTPIPE_HOME and its key, starting one in-process if needed."""
     root = settings.state_dir("local_api")
     with _lock:
         running = _running.get(root)
         if running is not None and running.thread.is_alive():
-            return running.base_url
+            return LocalEndpoint(running.base_url, running.api_key)
         announced = _announced(root)
         if announced:
             log.info(
                 "Using the local OpenAI-compatible server at %s/v1 (state in %s)", announced, root
             )
-            return f"{announced}/v1"
-        running = start_in_thread(root, local=settings.local, faults=settings.faults)
+            configured = settings.local.api_key
+            return LocalEndpoint(
+                f"{announced}/v1", configured.get_secret_value() if configured else None
+            )
+        running = start_in_thread(root, local=_with_own_key(settings.local), faults=settings.faults)
         _running[root] = running
     log.info(
         "No OPENAI_API_KEY set: started the local OpenAI-compatible server at %s (state in %s)",
         running.base_url,
         root,
     )
-    return running.base_url
+    return LocalEndpoint(running.base_url, running.api_key)
+
+
+def local_base_url(settings: Settings) -> str:
+    """The `/v1` URL of a local server on this FTPIPE_HOME, starting one in-process if needed."""
+    return local_endpoint(settings).base_url
 
 
 def serve_forever(settings: Settings, host: str, port: int) -> None:
