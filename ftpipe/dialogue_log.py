@@ -1,38 +1,59 @@
 """The writer of dialogue logs: saved chat turns, in the format `prepare.dialogues` reads.
 
-A log is one JSON list of turns, oldest first (see `ftpipe.prepare.dialogues` for the format).
-Every write is a locked read-modify-write that replaces the file atomically, so a crash leaves the
-old or the new list, never half of one, and writers in several threads and processes (POSIX
-`flock` on the sibling `<name>.lock`) never lose each other's turns. Exchanges from concurrent
-writers interleave in the file, which is why each conversation opens with its own system turn.
+A log is a JSON-lines file, one turn per line, oldest first (see `ftpipe.prepare.dialogues`).
+An exchange is appended with one write under a cross-platform lock (`filelock`, on the hidden
+sibling `.<name>.lock`), so its cost does not grow with the log and writers in several threads and
+processes never lose or interleave each other's lines. Before a write, a line torn by a crash is
+closed with a newline, so it stays one bad line the readers skip and name. Appends are not
+fsynced: a process crash loses nothing, a power cut may lose the last exchanges.
+
+Earlier versions kept the log as one JSON list (`dialogues.json`); such a file is still read, is
+migrated to `dialogues.jsonl` by the first write (the old file is kept as
+`dialogues.json.migrated`), and `export_json` writes the list format on demand.
 """
 
 from __future__ import annotations
 
-import fcntl
 import json
 import logging
 import os
-import tempfile
 import threading
 from collections.abc import Iterator
-from contextlib import contextmanager, suppress
+from contextlib import contextmanager
 from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any, cast
 
+from filelock import FileLock
+
+from ftpipe.atomic import sync_folder, write_bytes_atomically
 from ftpipe.errors import InputError
-from ftpipe.prepare.dialogues import ROLES
+from ftpipe.prepare.dialogues import ROLES, jsonl_records
+from ftpipe.prepare.sources import classify, visible_files
 from ftpipe.settings import get_settings
 
 log = logging.getLogger("ftpipe")
 
 Turn = dict[str, Any]
+LOG_SUFFIX = ".jsonl"
+LEGACY_SUFFIX = ".json"
+MIGRATED = "migrated"
+_LOCK_POLL_SECONDS = 0.001
 
 
 def default_log_path() -> Path:
     """Where the chat task saves dialogues, and where `finetune_dialogues` looks by default."""
-    return get_settings().home.expanduser() / "dialogues" / "dialogues.json"
+    return get_settings().home.expanduser() / "dialogues" / f"dialogues{LOG_SUFFIX}"
+
+
+def has_dialogues(folder: Path) -> bool:
+    """Whether `folder` holds a non-empty dialogue log `prepare` would read, in either format."""
+    folder = Path(folder)
+    if not folder.is_dir():
+        return False
+    return any(
+        classify(path) == "dialogues" and path.stat().st_size > 0 for path in visible_files(folder)
+    )
 
 
 def utc_timestamp() -> str:
@@ -41,26 +62,37 @@ def utc_timestamp() -> str:
 
 
 class DialogueLog:
-    """Appends turns to one log file; safe to share between threads and to use from processes."""
+    """Appends turns to one log file; safe to share between threads and to use from processes.
+
+    Given the name of a JSON-list log (`x.json`), the log lives beside it as `x.jsonl`, and the
+    list file is what gets migrated.
+    """
 
     def __init__(self, path: Path) -> None:
-        self.path = Path(path)
-        self.lock_path = self.path.with_name(self.path.name + ".lock")
+        path = Path(path)
+        self.path = path.with_suffix(LOG_SUFFIX) if path.suffix == LEGACY_SUFFIX else path
+        self.legacy_path = self.path.with_suffix(LEGACY_SUFFIX)
+        self.lock_path = self.path.with_name(f".{self.path.name}.lock")
+        self._lock = FileLock(self.lock_path, poll_interval=_LOCK_POLL_SECONDS)
         self._guard = threading.Lock()
         self._last_system: str | None = None
 
     def read(self) -> list[Turn]:
-        """The turns saved so far ([] when there is no file); `InputError` if it is not a log."""
-        turns = _load(self.path)
-        if turns is None:
-            raise InputError(str(self.path), "is not a dialogue log (a JSON list of turns)")
-        return turns
+        """The turns saved so far ([] when there is none), a not-yet-migrated list log first;
+        lines that are not turns are skipped with a warning. `InputError` for a broken list."""
+        legacy = _load(self.legacy_path) if self.legacy_path != self.path else []
+        if legacy is None:
+            raise InputError(str(self.legacy_path), "is not a dialogue log (a JSON list of turns)")
+        current = list(_jsonl_turns(self.path))
+        if legacy and current[: len(legacy)] == legacy:
+            return current  # a migration that stopped before its rename: counted once
+        return legacy + current
 
     def append(self, turns: list[Turn]) -> None:
-        """Add turns as given (each checked against the log format) in one atomic write."""
+        """Add turns as given (each checked against the log format) in one write."""
         checked = [_checked(turn, index) for index, turn in enumerate(turns, start=1)]
         if not checked:
-            return  # an empty list on disk is not a log the reader accepts
+            return
         with self._locked():
             self._write(checked)
 
@@ -92,24 +124,56 @@ class DialogueLog:
             self._write(turns)
             self._last_system = system
 
+    def migrate(self) -> bool:
+        """Move a JSON-list log's turns into the JSONL log now; True when there was one."""
+        with self._locked():
+            return self._migrate()
+
+    def export_json(self, target: Path) -> int:
+        """Write every turn as one JSON list (the earlier format) to `target`, atomically;
+        returns how many turns it holds. `InputError` when the log holds none."""
+        with self._locked():
+            turns = self.read()
+        if not turns:
+            raise InputError(str(self.path), "holds no turns to export")
+        write_bytes_atomically(Path(target), _json_list(turns))
+        return len(turns)
+
     @contextmanager
     def _locked(self) -> Iterator[None]:
         """This object's threads one at a time, and every writer of the file (any process)."""
         self.path.parent.mkdir(parents=True, exist_ok=True)
-        with self._guard, self.lock_path.open("ab") as lock:
-            fcntl.flock(lock.fileno(), fcntl.LOCK_EX)
-            try:
-                yield
-            finally:
-                fcntl.flock(lock.fileno(), fcntl.LOCK_UN)
+        with self._guard, self._lock:
+            yield
 
     def _write(self, turns: list[Turn]) -> None:
-        """Read the current list, add `turns` and replace the file; call with the lock held."""
-        current = _load(self.path)
-        if current is None:
-            current = []
-            _move_aside(self.path)
-        _replace_atomically(self.path, current + turns)
+        """Append `turns` in one write, migrating a list log first; call with the lock held."""
+        self._migrate()
+        _append(self.path, _jsonl(turns))
+
+    def _migrate(self) -> bool:
+        """Turn a list log into the start of the JSONL log, then keep it aside; lock held.
+
+        Idempotent: when a crash came between the two steps, the JSONL file already starts with
+        the list's turns and only the rename is left to do.
+        """
+        legacy = self.legacy_path
+        if legacy == self.path or not legacy.exists():
+            return False
+        turns = _load(legacy)
+        if turns is None:
+            moved = _move_aside(legacy, "corrupt")
+            log.warning("%s is not a valid dialogue log; moved it to %s", legacy, moved)
+            return False
+        data = _jsonl(turns)
+        existing = self.path.read_bytes() if self.path.exists() else b""
+        if not existing.startswith(data):
+            write_bytes_atomically(self.path, data + _closed(existing))
+        backup = _move_aside(legacy, MIGRATED)
+        log.info(
+            "migrated %d turns of %s to %s; kept it as %s", len(turns), legacy, self.path, backup
+        )
+        return True
 
 
 def _turn(role: str, content: str, model: str, stamp: str) -> Turn:
@@ -139,8 +203,51 @@ def _is_turn(turn: object) -> bool:
     return all(isinstance(turn.get(key), str | None) for key in ("content", "sentiment"))
 
 
+def _jsonl(turns: list[Turn]) -> bytes:
+    """One compact line per turn, non-ASCII kept readable."""
+    return "".join(json.dumps(turn, ensure_ascii=False) + "\n" for turn in turns).encode()
+
+
+def _json_list(turns: list[Turn]) -> bytes:
+    """The earlier list format, one turn per line: valid JSON that stays readable."""
+    lines = ",\n".join(json.dumps(turn, ensure_ascii=False) for turn in turns)
+    return f"[\n{lines}\n]\n".encode()
+
+
+def _closed(data: bytes) -> bytes:
+    """`data` ending in a newline, so nothing appended after it joins a torn last line."""
+    return data if not data or data.endswith(b"\n") else data + b"\n"
+
+
+def _append(path: Path, data: bytes) -> None:
+    """One write at the end of the file, after closing a torn last line; call with the lock."""
+    flags = os.O_RDWR | os.O_APPEND | os.O_CREAT | getattr(os, "O_BINARY", 0)
+    fd = os.open(path, flags, 0o600)
+    try:
+        if os.fstat(fd).st_size:
+            os.lseek(fd, -1, os.SEEK_END)
+            if os.read(fd, 1) != b"\n":
+                data = b"\n" + data
+        view = memoryview(data)
+        while view:
+            view = view[os.write(fd, view) :]
+    finally:
+        os.close(fd)
+
+
+def _jsonl_turns(path: Path) -> Iterator[Turn]:
+    """The turns of a JSONL log; a line that is not one is skipped with a warning naming it."""
+    if not path.exists():
+        return
+    for number, record in jsonl_records(path):
+        if _is_turn(record):
+            yield cast(Turn, record)
+        else:
+            log.warning("%s: line %d is not a dialogue turn; skipped it", path, number)
+
+
 def _load(path: Path) -> list[Turn] | None:
-    """The file's turns, [] when it does not exist, None when it is not a valid log."""
+    """A list log's turns, [] when it does not exist, None when it is not a valid log."""
     try:
         raw = path.read_bytes()
     except FileNotFoundError:
@@ -154,54 +261,13 @@ def _load(path: Path) -> list[Turn] | None:
     return data
 
 
-def _move_aside(path: Path) -> None:
-    """Keep an unreadable log under a new name rather than overwrite it: nothing is lost."""
-    stamp = datetime.now(UTC).strftime("%Y%m%dT%H%M%S%fZ")
-    target = path.with_name(f"{path.name}.corrupt-{stamp}")
+def _move_aside(path: Path, why: str) -> Path:
+    """Keep a list log under a new name (`<name>.<why>`, numbered if taken): nothing is lost."""
+    target = path.with_name(f"{path.name}.{why}")
     count = 0
     while target.exists():
         count += 1
-        target = path.with_name(f"{path.name}.corrupt-{stamp}-{count}")
+        target = path.with_name(f"{path.name}.{why}-{count}")
     os.rename(path, target)
-    log.warning(
-        "%s is not a valid dialogue log; moved it to %s and started a new one", path, target
-    )
-
-
-def _replace_atomically(path: Path, turns: list[Turn]) -> None:
-    """Write a synced temporary file beside `path`, then rename it over `path` in one step."""
-    fd, temporary = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
-    try:
-        with os.fdopen(fd, "wb") as handle:
-            handle.write(_encode(turns))
-            handle.flush()
-            os.fsync(handle.fileno())
-        _keep_mode(path, temporary)
-        os.replace(temporary, path)
-    except BaseException:
-        with suppress(FileNotFoundError):
-            os.unlink(temporary)
-        raise
-    _sync_folder(path.parent)
-
-
-def _encode(turns: list[Turn]) -> bytes:
-    """One turn per line: valid JSON that stays readable and diffs well."""
-    lines = ",\n".join(json.dumps(turn, ensure_ascii=False) for turn in turns)
-    return f"[\n{lines}\n]\n".encode()
-
-
-def _keep_mode(path: Path, temporary: str) -> None:
-    """The replaced file's permissions survive; a new log stays private (mkstemp's 0600)."""
-    with suppress(FileNotFoundError):
-        os.chmod(temporary, path.stat().st_mode & 0o7777)
-
-
-def _sync_folder(folder: Path) -> None:
-    """Make the rename itself durable; some file systems cannot sync a folder, which is fine."""
-    with suppress(OSError):
-        fd = os.open(folder, os.O_RDONLY)
-        try:
-            os.fsync(fd)
-        finally:
-            os.close(fd)
+    sync_folder(path.parent)
+    return target

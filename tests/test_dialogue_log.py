@@ -1,5 +1,6 @@
-"""The dialogue-log writer: what it writes reads back through `prepare.dialogues`, atomically,
-with corrupt files kept aside and concurrent writers in threads and processes losing nothing."""
+"""The dialogue-log writer: JSON lines appended in one write, read back through
+`prepare.dialogues`; earlier list logs read, migrated and exported; torn lines and corrupt files
+lose no other turn; concurrent writers in threads and processes lose nothing."""
 
 from __future__ import annotations
 
@@ -13,13 +14,14 @@ from pathlib import Path
 
 import pytest
 
-from ftpipe import dialogue_log
-from ftpipe.dialogue_log import DialogueLog, default_log_path
+from ftpipe.dialogue_log import DialogueLog, default_log_path, has_dialogues
 from ftpipe.errors import InputError
 from ftpipe.prepare.dialogues import (
     read_dialogue_file,
+    read_dialogue_log,
     split_conversations,
 )
+from ftpipe.prepare.sources import resolve_sources
 
 MODEL = "gpt-4o-mini-2024-07-18"
 STAMP = re.compile(r"^\d{4}-\d\d-\d\dT\d\d:\d\d:\d\d\.\d{3}Z$")
@@ -50,7 +52,7 @@ def conversations(path: Path) -> list[list[dict[str, str]]]:
 
 
 def test_default_path_is_under_ftpipe_home(isolated_env: Path) -> None:
-    assert default_log_path() == isolated_env / "dialogues" / "dialogues.json"
+    assert default_log_path() == isolated_env / "dialogues" / "dialogues.jsonl"
 
 
 def test_append_then_read(tmp_path: Path) -> None:
@@ -162,7 +164,7 @@ def test_new_conversation_without_instruction_writes_an_empty_system_boundary(
 
 
 @pytest.mark.parametrize("content", [b'[{"role": "user", "cont', b'{"role": "user"}', b"\xff\xfe"])
-def test_a_corrupt_log_is_moved_aside_not_lost(
+def test_a_corrupt_list_log_is_moved_aside_not_lost(
     tmp_path: Path, content: bytes, caplog: pytest.LogCaptureFixture
 ) -> None:
     path = tmp_path / "chat.json"
@@ -172,35 +174,186 @@ def test_a_corrupt_log_is_moved_aside_not_lost(
         log.read()
     with caplog.at_level(logging.WARNING, logger="ftpipe"):
         exchange(log, "after the crash")
-    (aside,) = tmp_path.glob("chat.json.corrupt-*")
+    (aside,) = tmp_path.glob("chat.json.corrupt*")
     assert aside.read_bytes() == content
     assert "moved it to" in caplog.text
     assert [turn["content"] for turn in log.read()][1] == "after the crash"
 
 
-def test_a_failed_write_leaves_the_old_file_and_no_temporary(
-    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+def test_an_append_only_adds_bytes_to_the_same_file(tmp_path: Path) -> None:
+    """O(1) appends: the file is never rewritten, so earlier turns are neither re-read nor
+    re-written; each turn is one JSON line."""
+    log = DialogueLog(tmp_path / "chat.jsonl")
+    exchange(log, "one")
+    before, inode = log.path.read_bytes(), log.path.stat().st_ino
+    exchange(log, "two")
+    after = log.path.read_bytes()
+    assert after.startswith(before) and log.path.stat().st_ino == inode
+    added = after[len(before) :].decode().splitlines()
+    assert [json.loads(line)["role"] for line in added] == ["user", "assistant"]
+
+
+def test_a_torn_last_line_loses_no_other_turn(
+    tmp_path: Path, caplog: pytest.LogCaptureFixture
 ) -> None:
-    log = DialogueLog(tmp_path / "chat.json")
-    exchange(log, "saved")
-    before = log.path.read_bytes()
+    log = DialogueLog(tmp_path / "chat.jsonl")
+    exchange(log, "before the crash")
+    with log.path.open("ab") as handle:
+        handle.write(b'{"role": "user", "content": "half a li')  # a writer died mid-line
+    exchange(log, "after the crash")
+    lines = log.path.read_bytes().decode().split("\n")
+    assert lines[3] == '{"role": "user", "content": "half a li'  # not glued to the next turn
+    with caplog.at_level(logging.WARNING, logger="ftpipe"):
+        users = [t["content"] for t in log.read() if t["role"] == "user"]
+    assert users == ["before the crash", "after the crash"]
+    assert "line 4 is not a dialogue turn" in caplog.text
+    read = read_dialogue_log(log.path)
+    assert [(bad.line, bad.rule) for bad in read.bad_lines] == [(4, "invalid_json")]
+    assert [turn.line for turn in read.turns] == [1, 2, 3, 5, 6]
+    with pytest.raises(InputError, match="line 4 is not a dialogue turn"):
+        read_dialogue_file(log.path)  # the strict reader names the line
 
-    def crash(source: str, target: str) -> None:
-        raise OSError("disk gone")
 
-    monkeypatch.setattr(dialogue_log.os, "replace", crash)
-    with pytest.raises(OSError, match="disk gone"):
-        exchange(log, "lost")
-    assert log.path.read_bytes() == before
-    assert sorted(p.name for p in tmp_path.iterdir()) == ["chat.json", "chat.json.lock"]
-
-
-def test_the_files_permissions_survive_rewrites(tmp_path: Path) -> None:
+def test_the_files_permissions_survive_appends(tmp_path: Path) -> None:
     log = DialogueLog(tmp_path / "chat.json")
     exchange(log, "one")
+    assert log.path.stat().st_mode & 0o777 == 0o600  # a new log is private
     os.chmod(log.path, 0o640)
     exchange(log, "two")
     assert log.path.stat().st_mode & 0o777 == 0o640
+
+
+def test_the_lock_file_is_hidden_from_folder_scans(tmp_path: Path) -> None:
+    log = DialogueLog(tmp_path / "dialogues.jsonl")
+    exchange(log, "one")
+    assert sorted(p.name for p in tmp_path.iterdir()) == [
+        ".dialogues.jsonl.lock",
+        "dialogues.jsonl",
+    ]
+    assert resolve_sources([tmp_path]).ignored == []
+
+
+# --- the earlier JSON-list format: read, migrated, exported ----------------------------------
+
+
+LEGACY = [
+    {"role": "system", "content": "You are the ferry desk."},
+    {"role": "user", "content": "Überfahrt?", "timestamp": "2024-05-01T21:02:00Z"},
+    {"role": "assistant", "content": "At 22:40.", "sentiment": "positive", "model": MODEL},
+]
+
+
+def write_legacy(path: Path, turns: list[dict[str, str]] = LEGACY) -> bytes:
+    """A list log as earlier versions wrote it (one turn a line inside the list)."""
+    lines = ",\n".join(json.dumps(turn, ensure_ascii=False) for turn in turns)
+    data = f"[\n{lines}\n]\n".encode()
+    path.parent.mkdir(parents=True, exist_ok=True)
+    path.write_bytes(data)
+    return data
+
+
+def test_a_list_log_is_read_before_it_is_migrated(tmp_path: Path) -> None:
+    write_legacy(tmp_path / "dialogues.json")
+    log = DialogueLog(tmp_path / "dialogues.json")
+    assert log.path == tmp_path / "dialogues.jsonl"
+    assert log.read() == LEGACY
+    assert not log.path.exists()  # reading changes nothing
+
+
+def test_the_first_write_migrates_a_list_log_and_keeps_it_as_a_backup(tmp_path: Path) -> None:
+    old = write_legacy(tmp_path / "dialogues.json")
+    log = DialogueLog(tmp_path / "dialogues.jsonl")
+    exchange(log, "new question")
+    assert (tmp_path / "dialogues.json.migrated").read_bytes() == old
+    assert not (tmp_path / "dialogues.json").exists()
+    turns = log.read()
+    assert turns[:3] == LEGACY
+    assert [t["content"] for t in turns[3:]] == [
+        "You are the ferry desk.",
+        "new question",
+        "Answer to new question",
+    ]
+    assert [t.content for t in read_dialogue_file(log.path)] == [t["content"] for t in turns]
+    assert not log.migrate()  # nothing left to migrate
+
+
+def test_a_migration_stopped_before_its_rename_is_finished_without_duplicates(
+    tmp_path: Path,
+) -> None:
+    write_legacy(tmp_path / "dialogues.json")
+    log = DialogueLog(tmp_path / "dialogues.json")
+    log.path.write_text(
+        "".join(json.dumps(t, ensure_ascii=False) + "\n" for t in LEGACY), encoding="utf-8"
+    )
+    assert log.read() == LEGACY  # not counted twice meanwhile
+    assert log.migrate()
+    assert log.read() == LEGACY
+    assert (tmp_path / "dialogues.json.migrated").exists()
+
+
+def migrate_and_write(path: str, writer: int) -> None:
+    """One of several processes that all find the same unmigrated list log."""
+    log = DialogueLog(Path(path))
+    exchange(log, f"writer {writer}", new=True)
+
+
+def test_processes_migrating_at_once_keep_every_turn_once(tmp_path: Path) -> None:
+    write_legacy(tmp_path / "dialogues.json")
+    context = multiprocessing.get_context("spawn")
+    path = str(tmp_path / "dialogues.jsonl")
+    workers = [context.Process(target=migrate_and_write, args=(path, n)) for n in range(4)]
+    for worker in workers:
+        worker.start()
+    for worker in workers:
+        worker.join(timeout=120)
+    assert [worker.exitcode for worker in workers] == [0, 0, 0, 0]
+    turns = DialogueLog(Path(path)).read()
+    assert turns[:3] == LEGACY
+    assert sorted(t["content"] for t in turns[3:] if t["role"] == "user") == [
+        f"writer {n}" for n in range(4)
+    ]
+    assert len(turns) == 3 + 4 * 3
+    assert list(tmp_path.glob("dialogues.json.migrated*")) == [tmp_path / "dialogues.json.migrated"]
+
+
+def test_export_writes_the_list_format_the_reader_reads(tmp_path: Path) -> None:
+    old = write_legacy(tmp_path / "dialogues.json")
+    log = DialogueLog(tmp_path / "dialogues.jsonl")
+    log.migrate()
+    target = tmp_path / "export" / "dialogues.json"
+    assert log.export_json(target) == 3
+    assert target.read_bytes() == old  # byte for byte what earlier versions wrote
+    exchange(log, "more")
+    assert log.export_json(target) == 6
+    assert json.loads(target.read_text(encoding="utf-8")) == log.read()
+    assert len(read_dialogue_file(target)) == 6
+    assert sorted(p.name for p in target.parent.iterdir()) == ["dialogues.json"]  # no temp file
+
+
+def test_export_of_an_empty_log_is_refused(tmp_path: Path) -> None:
+    log = DialogueLog(tmp_path / "dialogues.jsonl")
+    with pytest.raises(InputError, match="holds no turns to export"):
+        log.export_json(tmp_path / "out.json")
+    assert not (tmp_path / "out.json").exists()
+
+
+# --- has_dialogues ---------------------------------------------------------------------------
+
+
+def test_has_dialogues_in_either_format_and_nothing_else(tmp_path: Path) -> None:
+    assert not has_dialogues(tmp_path / "missing")
+    assert not has_dialogues(tmp_path)
+    chat = tmp_path / "chat.jsonl"
+    chat.write_text(json.dumps({"messages": [{"role": "user", "content": "hi"}]}) + "\n")
+    (tmp_path / ".hidden.json").write_text("[]")
+    (tmp_path / ".lock").write_text("")
+    (tmp_path / "empty.json").write_text("")
+    assert not has_dialogues(tmp_path)
+    log = DialogueLog(tmp_path / "new" / "dialogues.jsonl")
+    exchange(log, "one")
+    assert has_dialogues(tmp_path) and has_dialogues(tmp_path / "new")
+    write_legacy(tmp_path / "old" / "dialogues.json")
+    assert has_dialogues(tmp_path / "old")
 
 
 def write_exchanges(path: str, writer: int, count: int) -> None:
@@ -211,9 +364,9 @@ def write_exchanges(path: str, writer: int, count: int) -> None:
 
 
 def written(path: Path) -> list[str]:
-    """The user turns of a log, checked to be one valid JSON list the reader accepts."""
-    data = json.loads(path.read_text(encoding="utf-8"))
-    assert len(read_dialogue_file(path)) == len(data)
+    """The user turns of a log, checked to be one whole JSON turn a line the reader accepts."""
+    data = [json.loads(line) for line in DialogueLog(path).path.read_text("utf-8").splitlines()]
+    assert len(read_dialogue_file(DialogueLog(path).path)) == len(data)
     return sorted(turn["content"] for turn in data if turn["role"] == "user")
 
 
@@ -233,7 +386,7 @@ def test_concurrent_processes_lose_nothing(tmp_path: Path) -> None:
         worker.join(timeout=120)
     assert [worker.exitcode for worker in workers] == [0, 0, 0, 0]
     assert written(path) == expected(4, 25)
-    assert len(conversations(path)) == 100
+    assert len(conversations(DialogueLog(path).path)) == 100
 
 
 @pytest.mark.parametrize("shared", [True, False], ids=["one-object", "object-per-thread"])
@@ -257,4 +410,4 @@ def test_concurrent_threads_lose_nothing(tmp_path: Path, shared: bool) -> None:
         thread.join()
     assert errors == []
     assert written(path) == expected(8, 10)
-    assert len(conversations(path)) == 80
+    assert len(conversations(log.path)) == 80

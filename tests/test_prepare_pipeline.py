@@ -260,7 +260,7 @@ def test_dialogue_log_becomes_system_user_assistant_examples(tmp_path: Path) -> 
         assert messages[0]["content"].startswith("You are Ferry")
     rejects = read_rejects(result.out_dir)
     assert [(r["line"], r["column"], r["rule"]) for r in rejects] == [
-        ("37", "content", "empty_content")
+        ("206", "content", "empty_content")  # the file line the turn starts on, not turn 37
     ]
     assert any("anna.berg@example.com" in line for line in example_lines(result))
     assert check_jsonl_file(result.train_path, "gpt-4o-mini").ok
@@ -273,8 +273,8 @@ def test_dialogue_sentiment_filter_and_redaction(tmp_path: Path) -> None:
     assert counts["rejected"] == 1  # the filtered exchange is not counted against the run
     rejects = read_rejects(result.out_dir)
     assert [(r["line"], r["column"], r["rule"], r["value"]) for r in rejects] == [
-        ("18", "sentiment", "sentiment_filtered", "negative"),
-        ("37", "content", "empty_content", "   "),
+        ("97", "sentiment", "sentiment_filtered", "negative"),
+        ("206", "content", "empty_content", "   "),
     ]
     text = "\n".join(example_lines(result))
     assert "storm warning" not in text

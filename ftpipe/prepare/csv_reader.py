@@ -218,6 +218,38 @@ def read_csv_text(
     yield from _stream(lambda: io.BytesIO(data), name, dialect, head, block_bytes)
 
 
+def csv_text_header(text: str, *, name: str = "<csv text>") -> list[str] | None:
+    """The column names the first line of CSV text would give, None when it cannot be one."""
+    head = text.encode("utf-8")[:HEAD_BYTES]
+    try:
+        dialect = sniff(head, name)
+        body = head.removeprefix(_BOM)
+        skip = _leading_blank_lines(body)
+        names = _read_header(body, len(head) < HEAD_BYTES, name, dialect, skip)
+    except InputError:
+        return None
+    return [column.replace("\ufeff", "").strip() for column in names]
+
+
+def read_text_lines(
+    text: str, *, name: str = "<csv text>", column: str = "text", batch_rows: int = 100_000
+) -> Iterator[CsvBatch]:
+    """Text with no header, one value per line (blank lines skipped), as batches of `column`."""
+    numbered = [
+        (number, line.removesuffix("\r"))
+        for number, line in enumerate(text.removeprefix("\ufeff").split("\n"), start=1)
+        if line.strip()
+    ]
+    if not numbered:
+        raise InputError(name, "is empty")
+    dialect = CsvDialect("utf-8", ",")
+    for start in range(0, len(numbered), batch_rows):
+        chunk = numbered[start : start + batch_rows]
+        table = pa.table({column: pa.array([line for _, line in chunk], pa.string())})
+        lines = np.array([number for number, _ in chunk], dtype=np.int64)
+        yield CsvBatch(name, dialect, [column], table, lines)
+
+
 def _read_head(path: Path, source: str) -> bytes:
     """The first bytes for sniffing; a missing or unreadable file is the user's to fix."""
     try:

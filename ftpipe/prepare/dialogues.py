@@ -15,18 +15,25 @@ A dialogue log is a UTF-8 JSON file holding a non-empty list of turns, oldest fi
   compared case-insensitively; missing or null means unknown;
 - `model`, `timestamp` and any other keys are allowed and ignored here.
 
+The same turns may instead be stored one JSON object a line (a `.jsonl` dialogue log, what
+`ftpipe.dialogue_log` writes); there a line that is not a turn (a torn last line after a crash)
+is reported with its line number and the other turns are still read.
+
 One file may hold several conversations: each system turn starts a new one, and turns before the
 first system turn form a conversation of their own without a system message. Turns are numbered
-from 1 in file order; errors and drop records cite those numbers.
+from 1 in file order for format errors; drop records and rejects cite the line in the file.
 """
 
 from __future__ import annotations
 
 import json
 import os
+import re
+from collections import Counter
 from collections.abc import Iterable, Iterator
-from dataclasses import dataclass, replace
+from dataclasses import dataclass, field, replace
 from pathlib import Path
+from typing import NoReturn
 
 from ftpipe.errors import InputError
 from ftpipe.prepare.redaction import redact as redact_text
@@ -36,17 +43,30 @@ EMPTY_CONTENT = "empty_content"
 SENTIMENT_FILTERED = "sentiment_filtered"
 NO_ASSISTANT_MESSAGE = "no_assistant_message"
 MISSING = "missing"
+INVALID_JSON = "invalid_json"
+INVALID_TURN = "invalid_turn"
+JSONL_SUFFIX = ".jsonl"
+# What each drop rule checks: the field it names in rejects, and a description for the report.
+DROP_RULES = {
+    INVALID_JSON: ("*", "each line of a JSONL log must be one JSON value"),
+    INVALID_TURN: ("*", "each line of a JSONL log must be a dialogue turn"),
+    EMPTY_CONTENT: ("content", "a user or assistant turn must have text"),
+    NO_ASSISTANT_MESSAGE: ("role", "a conversation needs an assistant reply"),
+    SENTIMENT_FILTERED: ("sentiment", "replies must have one of the sentiments asked for"),
+}
 _SHOWN_VALUE_CHARS = 40
+_JSON_SPACE = re.compile(r"[ \t\n\r]*")
 
 
 @dataclass(frozen=True)
 class Turn:
-    """One saved turn, numbered by its 1-based position in the file so problems can be found."""
+    """One saved turn: its 1-based position among the turns, and the file line it starts on."""
 
     index: int
     role: str
     content: str
     sentiment: str | None
+    line: int
 
 
 @dataclass(frozen=True)
@@ -54,7 +74,7 @@ class Dropped:
     """A turn or exchange left out of training data, with the rule and value that excluded it."""
 
     source: str
-    turn: int
+    line: int
     field: str
     rule: str
     value: str
@@ -65,7 +85,7 @@ class Conversation:
     """One training example's messages in OpenAI chat form, traceable to its start in a file."""
 
     source: str
-    first_turn: int
+    first_line: int
     messages: list[dict[str, str]]
 
 
@@ -75,6 +95,15 @@ class DialogueResult:
 
     conversations: list[Conversation]
     dropped: list[Dropped]
+    redactions: Counter[str] = field(default_factory=Counter)
+
+
+@dataclass
+class DialogueFile:
+    """A log's turns, and the lines that could not be read as turns (JSONL logs only)."""
+
+    turns: list[Turn]
+    bad_lines: list[Dropped]
 
 
 def find_dialogue_files(directory: Path) -> list[Path]:
@@ -95,16 +124,28 @@ def _is_log_name(name: str) -> bool:
 
 def read_dialogue_file(path: Path) -> list[Turn]:
     """Parse a dialogue log into turns, or raise `InputError` naming the file and the bad turn."""
+    log = read_dialogue_log(path)
+    if log.bad_lines:
+        bad = log.bad_lines[0]
+        raise InputError(str(path), f"line {bad.line} is not a dialogue turn: {bad.value}")
+    return log.turns
+
+
+def read_dialogue_log(path: Path) -> DialogueFile:
+    """Read a log in either format; a JSONL log's unreadable lines come back, not raised."""
+    path = Path(path)
     source = str(path)
-    data = _load_json(path, source)
-    if not isinstance(data, list):
-        raise InputError(source, f"expected a JSON list of turns, found {_json_kind(data)}")
-    if not data:
+    text = _read_text(path, source)
+    if path.suffix.lower() == JSONL_SUFFIX:
+        return _read_jsonl(text, source)
+    items = _list_items(text, source)
+    if not items:
         raise InputError(source, "holds no turns (the list is empty)")
-    return [_parse_turn(item, index, source) for index, item in enumerate(data, start=1)]
+    turns = [_parse_turn(item, index, line, source) for index, (line, item) in enumerate(items, 1)]
+    return DialogueFile(turns, [])
 
 
-def _load_json(path: Path, source: str) -> object:
+def _read_text(path: Path, source: str) -> str:
     """Read and decode the file, turning every failure into a one-line `InputError`."""
     try:
         raw = path.read_bytes()
@@ -116,40 +157,110 @@ def _load_json(path: Path, source: str) -> object:
         raise InputError(source, f"is not UTF-8 text (bad byte at offset {error.start})") from None
     if not text.strip():
         raise InputError(source, "is empty")
+    return text
+
+
+def _list_items(text: str, source: str) -> list[tuple[int, object]]:
+    """The entries of a JSON list with the file line each starts on, in one pass of the text."""
+    decoder = json.JSONDecoder()
+    position = _skip_space(text, 0)
+    if not text.startswith("[", position):
+        _raise_not_a_list(text, source)
+    items: list[tuple[int, object]] = []
+    line, counted = 1, 0
+    position = _skip_space(text, position + 1)
+    while not text.startswith("]", position):
+        if items:
+            if not text.startswith(",", position):
+                _raise_not_a_list(text, source)
+            position = _skip_space(text, position + 1)
+        try:
+            item, end = decoder.raw_decode(text, position)
+        except json.JSONDecodeError:
+            _raise_not_a_list(text, source)
+        line += text.count("\n", counted, position)
+        counted = position
+        items.append((line, item))
+        position = _skip_space(text, end)
+    if text[position + 1 :].strip():
+        _raise_not_a_list(text, source)
+    return items
+
+
+def _skip_space(text: str, position: int) -> int:
+    """Where the next JSON token starts; past the end when only whitespace is left."""
+    match = _JSON_SPACE.match(text, position)
+    return match.end() if match else position
+
+
+def _raise_not_a_list(text: str, source: str) -> NoReturn:
+    """The standard parser's own message for a broken file, or what the JSON is instead."""
     try:
-        return json.loads(text)
+        data = json.loads(text)
     except json.JSONDecodeError as error:
         where = f"line {error.lineno}, column {error.colno}"
         raise InputError(source, f"is not valid JSON: {error.msg} at {where}") from None
+    raise InputError(source, f"expected a JSON list of turns, found {_json_kind(data)}")
 
 
-def _parse_turn(item: object, index: int, source: str) -> Turn:
-    """Check one list entry against the log format; the error names its turn number."""
+def jsonl_records(path: Path) -> Iterator[tuple[int, object]]:
+    """(line, parsed value or the parse error) for each non-blank line of a JSON-lines file."""
+    with Path(path).open("rb") as handle:
+        for number, raw in enumerate(handle, start=1):
+            if not raw.strip():
+                continue
+            try:
+                yield number, json.loads(raw)
+            except (UnicodeDecodeError, json.JSONDecodeError) as error:
+                yield number, error
+
+
+def _read_jsonl(text: str, source: str) -> DialogueFile:
+    """One turn a line; a line that is not a turn (say, torn by a crash) is set aside, named."""
+    result = DialogueFile([], [])
+    for number, raw in enumerate(text.split("\n"), start=1):
+        if not raw.strip():
+            continue
+        try:
+            item = json.loads(raw)
+        except json.JSONDecodeError as error:
+            result.bad_lines.append(Dropped(source, number, "*", INVALID_JSON, f"{error}: {raw}"))
+            continue
+        try:
+            result.turns.append(_parse_turn(item, len(result.turns) + 1, number, source))
+        except InputError as error:
+            result.bad_lines.append(Dropped(source, number, "*", INVALID_TURN, error.problem))
+    return result
+
+
+def _parse_turn(item: object, index: int, line: int, source: str) -> Turn:
+    """Check one entry against the log format; the error names its turn number and line."""
+    where = f"turn {index} (line {line})"
     if not isinstance(item, dict):
-        raise InputError(source, f"turn {index} is {_json_kind(item)}, expected an object")
+        raise InputError(source, f"{where} is {_json_kind(item)}, expected an object")
     if "role" not in item:
-        raise InputError(source, f'turn {index} has no "role"')
+        raise InputError(source, f'{where} has no "role"')
     role = item["role"]
     if role not in ROLES:
         expected = ", ".join(ROLES)
-        raise InputError(source, f"turn {index} has unknown role {_show(role)} ({expected})")
-    content = _text_field(item, "content", index, source)
-    return Turn(index, role, content, _sentiment(item, index, source))
+        raise InputError(source, f"{where} has unknown role {_show(role)} ({expected})")
+    content = _text_field(item, "content", where, source)
+    return Turn(index, role, content, _sentiment(item, where, source), line)
 
 
-def _text_field(item: dict[str, object], key: str, index: int, source: str) -> str:
+def _text_field(item: dict[str, object], key: str, where: str, source: str) -> str:
     """A string field where missing or null reads as empty; anything else is a format error."""
     value = item.get(key)
     if value is None:
         return ""
     if not isinstance(value, str):
-        raise InputError(source, f'turn {index} has "{key}" {_json_kind(value)}, expected a string')
+        raise InputError(source, f'{where} has "{key}" {_json_kind(value)}, expected a string')
     return value
 
 
-def _sentiment(item: dict[str, object], index: int, source: str) -> str | None:
+def _sentiment(item: dict[str, object], where: str, source: str) -> str | None:
     """The turn's sentiment label, lower-cased so filters need not care about spelling."""
-    label = _text_field(item, "sentiment", index, source).strip().lower()
+    label = _text_field(item, "sentiment", where, source).strip().lower()
     return label or None
 
 
@@ -189,7 +300,9 @@ def split_conversations(
     for block in _blocks(turns):
         conversation = _conversation(block, source, wanted, result.dropped)
         if conversation is not None:
-            result.conversations.append(_redacted(conversation) if redact else conversation)
+            if redact:
+                conversation = _redacted(conversation, result.redactions)
+            result.conversations.append(conversation)
     return result
 
 
@@ -219,10 +332,10 @@ def _conversation(
     if not any(turn.role == "assistant" for turn in body):
         if turns and not (had_reply and wanted is not None):  # the filter already said why
             roles = ", ".join(turn.role for turn in turns)
-            dropped.append(Dropped(source, block[0].index, "role", NO_ASSISTANT_MESSAGE, roles))
+            dropped.append(Dropped(source, block[0].line, "role", NO_ASSISTANT_MESSAGE, roles))
         return None
     messages = [{"role": turn.role, "content": turn.content} for turn in turns]
-    return Conversation(source=source, first_turn=block[0].index, messages=messages)
+    return Conversation(source=source, first_line=block[0].line, messages=messages)
 
 
 def _drop_empty(block: list[Turn], source: str, dropped: list[Dropped]) -> list[Turn]:
@@ -234,7 +347,7 @@ def _drop_empty(block: list[Turn], source: str, dropped: list[Dropped]) -> list[
         if content:
             kept.append(replace(turn, content=content))
         elif turn.role != "system":
-            dropped.append(Dropped(source, turn.index, "content", EMPTY_CONTENT, turn.content))
+            dropped.append(Dropped(source, turn.line, "content", EMPTY_CONTENT, turn.content))
     return kept
 
 
@@ -249,7 +362,7 @@ def _filter_exchanges(
             kept.extend(exchange)
         else:
             value = culprit.sentiment or MISSING
-            dropped.append(Dropped(source, culprit.index, "sentiment", SENTIMENT_FILTERED, value))
+            dropped.append(Dropped(source, culprit.line, "sentiment", SENTIMENT_FILTERED, value))
     return kept
 
 
@@ -277,10 +390,10 @@ def _unwanted_reply(exchange: list[Turn], wanted: set[str]) -> Turn | None:
     return next((turn for turn in replies if turn.sentiment not in wanted), None)
 
 
-def _redacted(conversation: Conversation) -> Conversation:
-    """The same conversation with personal data scrubbed from every message."""
+def _redacted(conversation: Conversation, counts: Counter[str]) -> Conversation:
+    """The same conversation with personal data scrubbed from every message, tallied by kind."""
     messages = [
-        {"role": message["role"], "content": redact_text(message["content"])}
+        {"role": message["role"], "content": redact_text(message["content"], counts)}
         for message in conversation.messages
     ]
     return replace(conversation, messages=messages)

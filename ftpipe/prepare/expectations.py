@@ -12,37 +12,27 @@ import os
 import re
 from collections.abc import Mapping
 from dataclasses import dataclass
+from functools import cache
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
-# GX reads these at import and context creation; set them first so it never reaches the network.
-os.environ["GX_ANALYTICS_ENABLED"] = "False"
-_GX_LOGGER = logging.getLogger("great_expectations")
-if _GX_LOGGER.level == logging.NOTSET:
-    _GX_LOGGER.setLevel(logging.WARNING)  # GX logs dozens of INFO lines on import and set-up
+import pandas as pd
 
-import great_expectations as gx  # noqa: E402
-import pandas as pd  # noqa: E402
-from great_expectations import exceptions as gx_exceptions  # noqa: E402
-from great_expectations.core import ExpectationSuite  # noqa: E402
-from great_expectations.core.batch_definition import BatchDefinition  # noqa: E402
-from great_expectations.core.expectation_validation_result import (  # noqa: E402
-    ExpectationSuiteValidationResult,
-    ExpectationValidationResult,
-)
-from great_expectations.data_context import EphemeralDataContext  # noqa: E402
-from great_expectations.data_context.types.base import (  # noqa: E402
-    DataContextConfig,
-    InMemoryStoreBackendDefaults,
-    ProgressBarsConfig,
-)
-from great_expectations.expectations.expectation import Expectation  # noqa: E402
-from great_expectations.expectations.expectation_configuration import (  # noqa: E402
-    ExpectationConfiguration,
-)
+from ftpipe import resources
+from ftpipe.settings import get_settings
 
-from ftpipe import resources  # noqa: E402
-from ftpipe.settings import get_settings  # noqa: E402
+if TYPE_CHECKING:  # GX costs seconds and hundreds of MB to import: only a validating run pays
+    from great_expectations.core import ExpectationSuite
+    from great_expectations.core.batch_definition import BatchDefinition
+    from great_expectations.core.expectation_validation_result import (
+        ExpectationSuiteValidationResult,
+        ExpectationValidationResult,
+    )
+    from great_expectations.data_context import EphemeralDataContext
+    from great_expectations.expectations.expectation import Expectation
+    from great_expectations.expectations.expectation_configuration import (
+        ExpectationConfiguration,
+    )
 
 KINDS = ("column_pairs", "labelled_text", "dialogues")
 EXISTS = "expect_column_to_exist"
@@ -53,6 +43,17 @@ RESULT_FORMAT: dict[str, Any] = {
     "return_unexpected_index_query": False,  # a pandas filter string naming every failing row
 }
 _RULE = re.compile(r"^[a-z][a-z0-9_]*$")
+
+
+@cache
+def _quiet_gx() -> None:
+    """Configure GX before its first import (it reads these then), so it never reaches the
+    network nor logs dozens of INFO lines; every function that uses GX calls this first."""
+    os.environ["GX_ANALYTICS_ENABLED"] = "False"
+    logger = logging.getLogger("great_expectations")
+    if logger.level == logging.NOTSET:
+        logger.setLevel(logging.WARNING)
+    import great_expectations  # noqa: F401  (imported here, after the settings above)
 
 
 def expectations_dir() -> Path:
@@ -101,6 +102,12 @@ def _check_meta(path: Path, position: int, item: Any, seen: set[str]) -> str:
 
 def _build_expectation(path: Path, position: int, item: dict[str, Any]) -> Expectation:
     """One GX expectation; GX's own suite loader would log and drop a bad one, so build it here."""
+    _quiet_gx()
+    from great_expectations import exceptions as gx_exceptions
+    from great_expectations.expectations.expectation_configuration import (
+        ExpectationConfiguration,
+    )
+
     try:
         return ExpectationConfiguration(**item).to_domain_obj()
     except (gx_exceptions.GreatExpectationsError, ValueError, TypeError) as error:
@@ -110,6 +117,9 @@ def _build_expectation(path: Path, position: int, item: dict[str, Any]) -> Expec
 
 def load_suite(kind: str) -> ExpectationSuite:
     """The suite of one input kind, checked so that a broken file fails loudly, naming itself."""
+    _quiet_gx()
+    from great_expectations.core import ExpectationSuite
+
     path = _suite_path(kind)
     data = _read_json(path)
     seen: set[str] = set()
@@ -159,6 +169,9 @@ class BatchOutcome:
 
 def _column(expectation: Expectation | ExpectationConfiguration) -> str | None:
     """The column an expectation runs on, or None for table-level expectations."""
+    _quiet_gx()
+    from great_expectations.expectations.expectation import Expectation
+
     config = expectation.configuration if isinstance(expectation, Expectation) else expectation
     column = config.kwargs.get("column")
     return column if isinstance(column, str) else None
@@ -166,6 +179,14 @@ def _column(expectation: Expectation | ExpectationConfiguration) -> str | None:
 
 def _new_context() -> EphemeralDataContext:
     """An in-memory GX context with analytics, progress bars and the temporary docs site off."""
+    _quiet_gx()
+    import great_expectations as gx
+    from great_expectations.data_context.types.base import (
+        DataContextConfig,
+        InMemoryStoreBackendDefaults,
+        ProgressBarsConfig,
+    )
+
     config = DataContextConfig(
         store_backend_defaults=InMemoryStoreBackendDefaults(init_temp_docs_sites=False),
         analytics_enabled=False,
@@ -238,6 +259,8 @@ class SuiteRunner:
 
         When a required column is absent only the column checks run, so the refusal is cheap.
         """
+        from great_expectations.core import ExpectationSuite
+
         if columns not in self._suites:
             complete = self._required <= columns
             kept = [

@@ -58,6 +58,14 @@ def _require(source: str, columns: list[str], wanted: str, what: str) -> str:
     return match
 
 
+def is_label_header(columns: list[str], options: PrepareOptions) -> bool:
+    """Whether a first line names label-mode columns: the configured text or label column, or
+    a usual text column name; otherwise CSV text in label mode is read as texts, one a line."""
+    text = (options.text_column,) if options.text_column else TEXT_NAMES
+    wanted = (*text, options.label_column) if options.label_column else text
+    return _find(columns, tuple(name.lower() for name in wanted)) is not None
+
+
 def _label_plan(source: str, columns: list[str], options: PrepareOptions) -> ColumnPlan:
     label_column = (
         _require(source, columns, options.label_column, "label column")

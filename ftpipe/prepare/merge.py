@@ -72,8 +72,10 @@ class Merger:
     def _rule(self, outcome: reporting.RuleOutcome) -> None:
         """Sum a rule's failures; the table keeps the order rules were first met in."""
         key = (outcome.check, outcome.rule, outcome.column)
-        merged = self.rules.setdefault(key, replace(outcome, failed_rows=0))
-        merged.failed_rows += outcome.failed_rows
+        if key in self.rules:
+            self.rules[key].add(outcome)
+        else:
+            self.rules[key] = replace(outcome)
 
     def add(self, part: SourcePart) -> None:
         """Replay one source's part file (rejects and kept batches, in its order), then drop it."""
@@ -172,17 +174,8 @@ class Merger:
                 {"step": "truncate examples over the token limit", "count": c.truncated},
                 {"step": "reject examples over the token limit", "count": c.over_limit},
             ],
-            "rules": [
-                {
-                    "check": r.check,
-                    "rule": r.rule,
-                    "column": r.column,
-                    "description": r.description,
-                    "failed_rows": r.failed_rows,
-                    "success": r.success,
-                }
-                for r in self.rules.values()
-            ],
+            "rules": [r.as_dict() for r in self.rules.values()],
+            "redaction": reporting.redaction_dict(self.options.redact, c.redacted),
             "tokens": reporting.token_summary(counts, self.limit),
             "cost": reporting.cost_dict(cost),
             "outputs": {

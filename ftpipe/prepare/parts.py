@@ -9,6 +9,7 @@ same whichever way the sources were prepared. Only the summary travels back as a
 from __future__ import annotations
 
 import pickle
+from collections import Counter
 from collections.abc import Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -32,12 +33,14 @@ class Counters:
     trimmed_cells: int = 0
     truncated: int = 0
     over_limit: int = 0
+    redacted: Counter[str] = field(default_factory=Counter)  # replacements per kind
 
     def add(self, other: Counters) -> None:
         self.input_rows += other.input_rows
         self.trimmed_cells += other.trimmed_cells
         self.truncated += other.truncated
         self.over_limit += other.over_limit
+        self.redacted.update(other.redacted)
 
 
 @dataclass

@@ -17,6 +17,7 @@ from __future__ import annotations
 import json
 import shutil
 import uuid
+from collections import Counter
 from collections.abc import Callable, Iterable, Iterator, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -32,13 +33,27 @@ from ftpipe.chat_format import MIN_EXAMPLES, check_example
 from ftpipe.chat_format import RULES as FORMAT_RULES
 from ftpipe.errors import InputError
 from ftpipe.prepare import report as reporting
-from ftpipe.prepare.csv_reader import CsvBatch, read_csv_batches, read_csv_text
+from ftpipe.prepare.csv_reader import (
+    CsvBatch,
+    csv_text_header,
+    read_csv_batches,
+    read_csv_text,
+    read_text_lines,
+)
 from ftpipe.prepare.dedupe import example_hashes
-from ftpipe.prepare.dialogues import read_dialogue_file, split_conversations
+from ftpipe.prepare.dialogues import (
+    DROP_RULES,
+    SENTIMENT_FILTERED,
+    DialogueFile,
+    jsonl_records,
+    read_dialogue_log,
+    split_conversations,
+)
 from ftpipe.prepare.expectations import BatchOutcome, SuiteRunner
 from ftpipe.prepare.mapping import (
     ColumnPlan,
     apply_plan,
+    is_label_header,
     plan_columns,
     to_chat_columns,
     trimmed_cells,
@@ -54,8 +69,10 @@ from ftpipe.prepare.parts import (
     part_path,
     parts_dir,
 )
+from ftpipe.prepare.redaction import KINDS as REDACTION_KINDS
 from ftpipe.prepare.rejects import CLEANUP_RULES, Reject
 from ftpipe.prepare.render import render_columns, render_example
+from ftpipe.prepare.report import REDACTION_NAMES
 from ftpipe.prepare.sources import Source, content_digest, resolve_sources
 
 Progress = Callable[[str, int, int], None]  # (what, done bytes, total bytes)
@@ -174,17 +191,50 @@ class _SourceRun:
         return self.runners[kind]
 
     def rule(
-        self, check: str, rule: str, column: str | None, description: str, failed: int
+        self,
+        check: str,
+        rule: str,
+        column: str | None,
+        description: str,
+        failed: int = 0,
+        *,
+        checked: int = 0,
+        built: int = 0,
+        sampled: int = 0,
     ) -> None:
+        """Count a rule's failures and the rows it covered (run on, or true by construction)."""
         key = (check, rule, column)
         outcome = self.rules.setdefault(
             key, reporting.RuleOutcome(check, rule, description, column)
         )
-        outcome.failed_rows += failed
+        outcome.add(
+            reporting.RuleOutcome(check, rule, description, column, failed, checked, built, sampled)
+        )
+
+    def cover_format(self, *, checked: int = 0, built: int = 0, sampled: int = 0) -> None:
+        """The chat-format rules ran on `checked` rows, or hold for `built` rows (`sampled`
+        of them spot-checked)."""
+        for code, description in FORMAT_RULES.items():
+            self.rule(
+                "format", code, None, description, checked=checked, built=built, sampled=sampled
+            )
+
+    def cover_limit(self, checked: int) -> None:
+        """The token limit was compared with `checked` examples (none when it is unknown)."""
+        if self.limit:
+            rule = "too_many_tokens"
+            self.rule("limits", rule, None, RULE_DESCRIPTIONS[rule], checked=checked)
 
     def record_gx(self, kind: str, outcome: BatchOutcome) -> None:
         for item in outcome.outcomes:
-            self.rule(f"gx:{kind}", item.rule, item.column, item.description, item.unexpected)
+            self.rule(
+                f"gx:{kind}",
+                item.rule,
+                item.column,
+                item.description,
+                item.unexpected,
+                checked=outcome.rows,
+            )
 
     def reject(self, rejects: list[Reject]) -> None:
         self.writer.rejects(rejects)
@@ -219,19 +269,37 @@ def _example_tokens(run: _SourceRun, columns: dict[str, pa.Array]) -> np.ndarray
     return total
 
 
-def _spot_check(lines: list[str]) -> None:
-    """CSV examples are well-formed by construction; a sample per batch proves it stays so."""
-    for line in lines[:FORMAT_SPOT_CHECK]:
+def _spot_check(run: _SourceRun, lines: list[str]) -> None:
+    """CSV examples are well-formed by construction; a sample per batch proves it stays so, and
+    the report says exactly that rather than claiming every row was checked."""
+    sample = lines[:FORMAT_SPOT_CHECK]
+    for line in sample:
         issues = check_example(json.loads(line))
         if issues:
             raise AssertionError(f"rendered an invalid example ({issues[0].code}): {line[:200]}")
+    run.cover_format(built=len(lines), sampled=len(sample))
 
 
-def _csv_rows(source: Source) -> Iterator[CsvBatch]:
+def _csv_rows(run: _SourceRun) -> Iterator[CsvBatch]:
+    source = run.source
     if source.text is not None:
+        if _headerless(source.text, run.options):
+            run.summary.notes.append("no header row: every line is a text")
+            return read_text_lines(source.text, name=source.name)
         return read_csv_text(source.text, name=source.name)
     assert source.path is not None
     return read_csv_batches(source.path)
+
+
+def _headerless(text: str, options: PrepareOptions) -> bool:
+    """Label-mode CSV text whose first line names no text column is texts only, one a line:
+    with one label for all there is nothing else a line could hold."""
+    if not options.label_mode or options.label is None or options.label_column:
+        return False
+    if options.column_map:
+        return False
+    header = csv_text_header(text)
+    return header is None or not is_label_header(header, options)
 
 
 def _gx_rejects(plan: ColumnPlan, batch: CsvBatch, outcome: BatchOutcome) -> list[Reject]:
@@ -295,7 +363,7 @@ def _prepare_csv(run: _SourceRun) -> None:
     summary, source = run.summary, run.source
     plan: ColumnPlan | None = None
     read = 0
-    for batch in _csv_rows(source):
+    for batch in _csv_rows(run):
         if plan is None:
             plan = plan_columns(source.name, batch.columns, run.options)
             summary.notes.append(f"columns: {plan.describe()}")
@@ -345,8 +413,9 @@ def _prepare_csv_batch(run: _SourceRun, plan: ColumnPlan, batch: CsvBatch) -> No
         for i in np.flatnonzero(dropped)
     ]
     _count_format_rules(run, over)
+    run.cover_limit(len(lines))
     run.reject(over)
-    _spot_check(lines)
+    _spot_check(run, lines)
     survivors = np.flatnonzero(~dropped)
     if len(survivors) < len(lines):
         lines = [lines[i] for i in survivors]
@@ -357,16 +426,9 @@ def _prepare_csv_batch(run: _SourceRun, plan: ColumnPlan, batch: CsvBatch) -> No
 
 
 def _jsonl_examples(source: Source) -> Iterator[tuple[int, Any]]:
-    """(line, parsed object or the parse error text) for each non-blank line."""
+    """(line, parsed object or the parse error) for each non-blank line."""
     assert source.path is not None
-    with source.path.open("rb") as handle:
-        for number, raw in enumerate(handle, start=1):
-            if not raw.strip():
-                continue
-            try:
-                yield number, json.loads(raw)
-            except (UnicodeDecodeError, json.JSONDecodeError) as error:
-                yield number, error
+    return jsonl_records(source.path)
 
 
 def _turn_frame(examples: list[Example]) -> tuple[pd.DataFrame, list[int]]:
@@ -401,16 +463,19 @@ def _prepare_examples(run: _SourceRun, examples: list[Example]) -> None:
     lines: list[str] = []
     counts: list[int] = []
     line_numbers: list[int] = []
+    checked = limited = 0
     for position, example in enumerate(examples):
         if position in bad:
             continue
         messages = [{k: v for k, v in m.items() if k != "sentiment"} for m in example.messages]
         issues = check_example({"messages": messages})
+        checked += 1
         if issues:
             bad[position] = Reject(
                 example.source, example.line, "messages", issues[0].code, issues[0].message
             )
             continue
+        limited += 1
         count = tokens.count_message_tokens(messages, run.options.model)
         if run.limit and count > run.limit:
             fitted = _truncate(run, messages) if run.options.truncate else None
@@ -430,6 +495,8 @@ def _prepare_examples(run: _SourceRun, examples: list[Example]) -> None:
         counts.append(count)
         line_numbers.append(example.line)
     _count_format_rules(run, list(bad.values()))
+    run.cover_format(checked=checked)
+    run.cover_limit(limited)
     run.reject(sorted(bad.values(), key=lambda r: r.line))
     run.keep(lines, np.asarray(counts, np.int64), np.asarray(line_numbers))
 
@@ -476,6 +543,7 @@ def _prepare_jsonl(run: _SourceRun) -> None:
             _prepare_examples(run, chunk)
             chunk = []
     _count_format_rules(run, parse_errors)
+    run.cover_format(checked=len(parse_errors))
     run.reject(parse_errors)
     _prepare_examples(run, chunk)
 
@@ -483,20 +551,45 @@ def _prepare_jsonl(run: _SourceRun) -> None:
 def _prepare_dialogues(run: _SourceRun) -> None:
     source, summary = run.source, run.summary
     assert source.path is not None
-    turns = read_dialogue_file(source.path)
-    summary.rows = len(turns)
-    run.counters.input_rows += len(turns)
+    log = read_dialogue_log(source.path)
+    summary.rows = len(log.turns) + len(log.bad_lines)
+    run.counters.input_rows += summary.rows
     sentiments = set(run.options.sentiments) if run.options.sentiments else None
     result = split_conversations(
-        turns, source.name, sentiments=sentiments, redact=run.options.redact
+        log.turns, source.name, sentiments=sentiments, redact=run.options.redact
     )
-    run.reject([Reject(d.source, d.turn, d.field, d.rule, d.value) for d in result.dropped])
-    for dropped in result.dropped:
-        run.rule("dialogues", dropped.rule, dropped.field, "dialogue clean-up", 1)
-    examples = [Example(c.source, c.first_turn, c.messages) for c in result.conversations]
+    dropped = sorted(log.bad_lines + result.dropped, key=lambda d: d.line)  # in file order
+    run.reject([Reject(d.source, d.line, d.field, d.rule, d.value) for d in dropped])
+    _cover_dialogue_rules(run, log, sentiments is not None)
+    for drop in dropped:
+        run.rule("dialogues", drop.rule, drop.field, DROP_RULES[drop.rule][1], 1)
+    examples = [Example(c.source, c.first_line, c.messages) for c in result.conversations]
     if run.options.redact:
-        summary.notes.append("e-mails, phone numbers and card numbers redacted")
+        run.counters.redacted.update(result.redactions)
+        summary.notes.append(_redaction_note(result.redactions))
     _prepare_examples(run, examples)
+
+
+def _cover_dialogue_rules(run: _SourceRun, log: DialogueFile, filtered: bool) -> None:
+    """Every clean-up rule ran over every turn (line checks over every line of a JSONL log)."""
+    for rule, (field_name, description) in DROP_RULES.items():
+        if rule == SENTIMENT_FILTERED and not filtered:
+            continue
+        if field_name == "*":  # a line check: only JSONL logs have lines that can fail it
+            if not (run.source.path and run.source.path.suffix.lower() == ".jsonl"):
+                continue
+            rows = len(log.turns) + len(log.bad_lines)
+        else:
+            rows = len(log.turns)
+        run.rule("dialogues", rule, field_name, description, checked=rows)
+
+
+def _redaction_note(found: Counter[str]) -> str:
+    """What redaction replaced in one source, per kind, or that it found nothing."""
+    if not sum(found.values()):
+        return "redaction found no e-mail addresses, phone or card numbers to replace"
+    parts = [f"{REDACTION_NAMES[kind]} {found[kind]}" for kind in REDACTION_KINDS]
+    return "redacted: " + ", ".join(parts)
 
 
 PREPARERS: dict[str, Callable[[_SourceRun], None]] = {

@@ -23,6 +23,7 @@ from collections import Counter
 EMAIL_TOKEN = "[EMAIL]"
 PHONE_TOKEN = "[PHONE]"
 CARD_TOKEN = "[CARD]"
+KINDS = ("email", "card", "phone")
 MIN_PHONE_DIGITS = 7
 MAX_PHONE_DIGITS = 15
 
@@ -49,16 +50,17 @@ _DIGIT_RUN = re.compile(r"\d+")
 _LOCAL_START = frozenset("23456789")
 
 
-def redact(text: str) -> str:
-    """Return `text` with e-mails, payment cards and phone numbers replaced by placeholders."""
-    return _redact(text, Counter())
+def redact(text: str, counts: Counter[str] | None = None) -> str:
+    """Return `text` with e-mails, payment cards and phone numbers replaced by placeholders;
+    each replacement is tallied by kind (`email`, `card`, `phone`) into `counts` when given."""
+    return _redact(text, Counter() if counts is None else counts)
 
 
 def redaction_counts(text: str) -> dict[str, int]:
     """How many of each kind `redact` would replace (`email`, `card`, `phone`), for reports."""
     counts: Counter[str] = Counter()
     _redact(text, counts)
-    return {kind: counts[kind] for kind in ("email", "card", "phone")}
+    return {kind: counts[kind] for kind in KINDS}
 
 
 def _redact(text: str, counts: Counter[str]) -> str:

@@ -1,10 +1,16 @@
-"""What the user pointed at: CSV files, folders, CSV text, dialogue logs or chat JSONL."""
+"""What the user pointed at: CSV files, folders, CSV text, dialogue logs or chat JSONL.
+
+A `.jsonl` file is a dialogue log when its records are turns (`{"role": ..., "content": ...}`)
+and chat JSONL when they are examples (`{"messages": [...]}`); the first readable record decides.
+"""
 
 from __future__ import annotations
 
 import hashlib
+import json
 from collections.abc import Sequence
 from dataclasses import dataclass
+from itertools import islice
 from pathlib import Path
 from typing import Literal
 
@@ -19,6 +25,8 @@ KIND_BY_SUFFIX: dict[str, SourceKind] = {
     ".json": "dialogues",
     ".jsonl": "jsonl",
 }
+SNIFF_LINES = 20  # records looked at to tell a dialogue log from chat JSONL
+SNIFF_LINE_BYTES = 1024 * 1024
 
 
 @dataclass(frozen=True)
@@ -43,6 +51,36 @@ class Resolved:
     ignored: list[str]
 
 
+def classify(path: Path) -> SourceKind | None:
+    """The kind of a file by its suffix, and for `.jsonl` by the shape of its records."""
+    kind = KIND_BY_SUFFIX.get(path.suffix.lower())
+    if kind == "jsonl" and _holds_turns(path):
+        return "dialogues"
+    return kind
+
+
+def _holds_turns(path: Path) -> bool:
+    """Whether the first readable record is a dialogue turn rather than a chat example."""
+    try:
+        with path.open("rb") as handle:
+            lines = list(islice(iter(lambda: handle.readline(SNIFF_LINE_BYTES), b""), SNIFF_LINES))
+    except OSError:
+        return False  # the reader says what is wrong with it, naming the file
+    for raw in lines:
+        try:
+            record = json.loads(raw)
+        except (UnicodeDecodeError, json.JSONDecodeError):
+            continue  # a blank or torn line: the next one tells
+        if isinstance(record, dict):
+            return "role" in record and "messages" not in record
+    return False
+
+
+def visible_files(folder: Path) -> list[Path]:
+    """Files under `folder`, sorted, leaving out hidden ones and those in hidden folders."""
+    return sorted(p for p in folder.rglob("*") if p.is_file() and not _is_hidden(p, folder))
+
+
 def _is_hidden(path: Path, root: Path) -> bool:
     return any(part.startswith(".") for part in path.relative_to(root).parts)
 
@@ -53,10 +91,9 @@ def _inside(path: Path, folder: Path | None) -> bool:
 
 def _folder(folder: Path, exclude: Path | None) -> tuple[list[Source], list[str]]:
     sources, ignored = [], []
-    files = (p for p in folder.rglob("*") if p.is_file() and not _is_hidden(p, folder))
-    for path in sorted(p for p in files if not _inside(p, exclude)):
-        kind = KIND_BY_SUFFIX.get(path.suffix.lower())
-        if kind is None or path.suffix.lower() == ".txt":
+    for path in (p for p in visible_files(folder) if not _inside(p, exclude)):
+        kind = None if path.suffix.lower() == ".txt" else classify(path)
+        if kind is None:
             ignored.append(str(path))
         else:
             sources.append(Source(kind, str(path), path=path))
@@ -79,7 +116,7 @@ def resolve_sources(
             sources += found
             ignored += skipped
         elif path.is_file():
-            kind = KIND_BY_SUFFIX.get(path.suffix.lower())
+            kind = classify(path)
             if kind is None:
                 raise InputError(
                     str(path), "is not .csv, .tsv, .txt (CSV), .json (dialogues) or .jsonl"
