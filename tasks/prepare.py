@@ -215,6 +215,8 @@ def publish_report(report: dict[str, Any]) -> None:
                 "check": rule["check"],
                 "rule": rule["rule"],
                 "column": rule["column"] or "",
+                "result": rule["result"],
+                "rows": rule["coverage"],
                 "failed rows": rule["failed_rows"],
             }
             for rule in report["rules"]
