@@ -94,9 +94,7 @@ def main() -> None:
     print(f"import prefect+pandas+... {imports:6.2f} s")
     print(f"ftpipe prepare (sample)   {prepare:6.2f} s  {verdict(prepare, TARGET_PREPARE_S)}")
     print(f"ftpipe train (first run)  {first:6.2f} s  (starts the local Prefect server)")
-    print(
-        f"ftpipe train (re-run)     {rerun:6.2f} s  {verdict(rerun, TARGET_TRAIN_RERUN_S)}"
-    )
+    print(f"ftpipe train (re-run)     {rerun:6.2f} s  {verdict(rerun, TARGET_TRAIN_RERUN_S)}")
     print(
         f"startup: prepare_s={prepare:.2f} train_rerun_s={rerun:.2f} "
         f"vs_imports={prepare / imports:.2f}"

@@ -1,41 +1,24 @@
-"""Ask a chat model: retries that honour `retry-after`, an optional sentiment label on the reply,
-and the exchange saved to a dialogue log for later fine-tuning.
-
-Retries are done here rather than by the SDK because the SDK retries every 429, including
-`insufficient_quota` (no credit left), where waiting cannot help; otherwise the rules follow the
-SDK's own (`openai._base_client`): the same statuses, `x-should-retry`, `retry-after-ms` before
-`retry-after` (seconds or an HTTP date, up to two minutes), else jittered exponential backoff.
+"""Ask a chat model: retried by ftpipe's one policy (`ftpipe.retry`), an optional sentiment label
+on the reply, and the exchange saved to a dialogue log for later fine-tuning.
 """
 
 from __future__ import annotations
 
-import email.utils
-import logging
-import math
-import random
-import time
-from collections.abc import Callable, Mapping
+from collections.abc import Callable
 from dataclasses import dataclass
-from datetime import UTC, datetime
 from typing import Any, TypeVar, cast
 
 import openai
 from openai.types.chat import ChatCompletion, ChatCompletionMessageParam
 from openai.types.completion_usage import CompletionUsage
 
+from ftpipe import retry
 from ftpipe.dialogue_log import DialogueLog
 from ftpipe.sentiment import Sentiment
-
-logger = logging.getLogger("ftpipe")
 
 Message = dict[str, Any]
 T = TypeVar("T")
 
-INITIAL_BACKOFF_S = 0.5  # the SDK's INITIAL_RETRY_DELAY, MAX_RETRY_DELAY, MAX_RETRY_AFTER_DELAY
-MAX_BACKOFF_S = 8.0
-MAX_RETRY_AFTER_S = 120.0
-RETRIED_STATUSES = frozenset({408, 409, 429})  # and every 5xx
-NOT_RETRIED_CODE = "insufficient_quota"
 SYSTEM_ROLES = ("system", "developer")
 
 
@@ -76,10 +59,9 @@ def ask(
 ) -> Reply:
     """One completion, tried up to `attempts` times on transient errors (the last error
     propagates); the reply is labelled by `sentiment` and saved to `log` when given."""
-    if attempts < 1:
-        raise ValueError(f"attempts must be at least 1, got {attempts}")
+    policy = retry.retrying(attempts, what="chat")  # checks `attempts` before any request
     messages = build_messages(text_or_messages, system_instruction)
-    once = client.with_options(max_retries=0)  # the retries are counted here, see the module doc
+    once = retry.no_sdk_retries(client)
 
     def create() -> ChatCompletion:
         return once.chat.completions.create(
@@ -89,7 +71,7 @@ def ask(
             max_completion_tokens=_given(max_tokens),
         )
 
-    reply = _reply(with_retries(create, attempts), sentiment)
+    reply = _reply(policy(create), sentiment)
     if log is not None:
         _record(log, messages, reply)
     return reply
@@ -98,80 +80,6 @@ def ask(
 def _given(value: T | None) -> T | openai.Omit:
     """Leave a parameter out of the request when the caller did not set it."""
     return openai.omit if value is None else value
-
-
-def with_retries(call: Callable[[], T], attempts: int) -> T:
-    """`call()`, repeated after the wait `retry_delay` gives while attempts remain."""
-    for attempt in range(1, attempts):
-        try:
-            return call()
-        except openai.APIError as error:
-            delay = retry_delay(error, attempt)
-            if delay is None:
-                raise
-            logger.info(
-                "%s; retrying in %.2f s (attempt %d of %d)", error, delay, attempt + 1, attempts
-            )
-            time.sleep(delay)
-    return call()
-
-
-def retry_delay(error: openai.APIError, attempt: int) -> float | None:
-    """Seconds to wait before trying again after `attempt` failed, or None when retrying cannot
-    help (client errors, no quota, or a server asking for more than two minutes)."""
-    if isinstance(error, openai.APIConnectionError):  # timeouts included
-        return _backoff(attempt)
-    if not isinstance(error, openai.APIStatusError) or not _retryable(error):
-        return None
-    wait = retry_after(error.response.headers)
-    if wait is None or wait <= 0:
-        return _backoff(attempt)
-    return wait if wait <= MAX_RETRY_AFTER_S else None
-
-
-def _retryable(error: openai.APIStatusError) -> bool:
-    """Transient statuses, unless the account is out of quota or the server says otherwise."""
-    if NOT_RETRIED_CODE in (error.code, error.type):
-        return False
-    hint = error.response.headers.get("x-should-retry")
-    if hint in ("true", "false"):
-        return hint == "true"
-    return error.status_code in RETRIED_STATUSES or error.status_code >= 500
-
-
-def retry_after(headers: Mapping[str, str]) -> float | None:
-    """The server's requested wait in seconds: `retry-after-ms`, else `retry-after` as seconds
-    or an HTTP date; None when neither is usable."""
-    for name, scale in (("retry-after-ms", 0.001), ("retry-after", 1.0)):
-        value = headers.get(name)
-        if value is None:
-            continue
-        try:
-            seconds = float(value) * scale
-        except ValueError:
-            continue
-        if math.isfinite(seconds):
-            return seconds
-    return _until_http_date(headers.get("retry-after"))
-
-
-def _until_http_date(value: str | None) -> float | None:
-    """Seconds from now until an HTTP date such as 'Wed, 21 Oct 2015 07:28:00 GMT'."""
-    if not value:
-        return None
-    try:
-        when = email.utils.parsedate_to_datetime(value)
-    except (TypeError, ValueError):
-        return None
-    if when.tzinfo is None:
-        when = when.replace(tzinfo=UTC)
-    return (when - datetime.now(UTC)).total_seconds()
-
-
-def _backoff(attempt: int) -> float:
-    """Exponential wait after the `attempt`-th failure, capped, with up to 25% jitter."""
-    base = min(INITIAL_BACKOFF_S * 2.0 ** min(attempt - 1, 30), MAX_BACKOFF_S)
-    return base * (1 - 0.25 * random.random())
 
 
 def _reply(completion: ChatCompletion, sentiment: Callable[[str], Sentiment] | None) -> Reply:

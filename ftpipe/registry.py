@@ -9,7 +9,7 @@ from __future__ import annotations
 import json
 import logging
 import os
-import tempfile
+import socket
 import time
 from collections.abc import Callable, Iterable, Mapping
 from dataclasses import asdict, dataclass, field, fields
@@ -35,13 +35,16 @@ from sqlalchemy import (
     event,
     exc,
     insert,
+    inspect,
     make_url,
     select,
     update,
 )
 from sqlalchemy.dialects import postgresql, sqlite
 
+from ftpipe.atomic import write_text_atomically
 from ftpipe.errors import InputError
+from ftpipe.jobs import TERMINAL
 from ftpipe.settings import Settings, get_settings
 
 if TYPE_CHECKING:
@@ -50,7 +53,6 @@ if TYPE_CHECKING:
 
 log = logging.getLogger(__name__)
 
-TERMINAL = frozenset({"succeeded", "failed", "cancelled"})
 DATABASE_URL_VAR = "FTPIPE_DATABASE_URL"
 META_DATASET = "ftpipe_dataset"
 META_LAUNCH_KEY = "ftpipe_launch_key"
@@ -90,6 +92,8 @@ launches_table = Table(
     Column("launch_key", String(512), primary_key=True),
     Column("job_id", String(255)),
     Column("claimed_at", BigInteger, nullable=False),
+    # Who holds the claim: "host|pid|process start", so a claim of a dead process is taken over.
+    Column("owner", String(512)),
 )
 
 
@@ -221,11 +225,21 @@ def make_engine(url: str) -> Engine:
 
 
 def _create_tables(engine: Engine) -> None:
-    """Create missing tables; a process racing us to it is not an error."""
+    """Create missing tables and columns; a process racing us to it is not an error."""
     try:
         metadata.create_all(engine)
+        _add_owner_column(engine)
     except (exc.OperationalError, exc.ProgrammingError, exc.IntegrityError):
         metadata.create_all(engine)  # someone else created them between our check and ours
+        _add_owner_column(engine)
+
+
+def _add_owner_column(engine: Engine) -> None:
+    """Registries made before claims recorded their owner get the column (NULL: owner unknown)."""
+    if "owner" in {column["name"] for column in inspect(engine).get_columns("launches")}:
+        return
+    with engine.begin() as conn:
+        conn.exec_driver_sql("ALTER TABLE launches ADD COLUMN owner VARCHAR(512)")
 
 
 def _unusable(url: str, error: Exception) -> InputError:
@@ -340,27 +354,35 @@ class Registry:
     def claim_launch(self, key: str, *, stale_after: float | None = None) -> bool:
         """True when this caller alone may create the job for `key`.
 
-        With `stale_after`, an unfinished claim older than that many seconds (its owner
-        crashed) is taken over; of several callers doing so at once, one wins.
+        With `stale_after`, an unfinished claim whose owner crashed is taken over: at once when
+        the owner ran on this host and its process is gone, else once the claim is older than
+        `stale_after` seconds; of several callers doing so at once, one wins.
         """
+        values = {"launch_key": key, "claimed_at": _now(), "owner": current_owner()}
         try:
             with self.engine.begin() as conn:
-                conn.execute(insert(launches_table).values(launch_key=key, claimed_at=_now()))
+                conn.execute(insert(launches_table).values(values))
             return True
         except exc.IntegrityError:
             return stale_after is not None and self._take_over(key, stale_after)
 
     def _take_over(self, key: str, stale_after: float) -> bool:
-        now = _now()
+        """Take an unfinished claim whose owner is gone (or silent for `stale_after` seconds)."""
         launches = launches_table.c
+        pending = [launches.launch_key == key, launches.job_id.is_(None)]
+        with self.engine.connect() as conn:
+            row = conn.execute(select(launches.owner).where(*pending)).first()
+        if row is None:
+            return False
+        now = _now()
+        if owner_is_gone(row.owner):  # only if no one else took it over meanwhile
+            held = launches.owner == row.owner
+        else:
+            held = launches.claimed_at <= now - stale_after
         statement = (
             update(launches_table)
-            .where(
-                launches.launch_key == key,
-                launches.job_id.is_(None),
-                launches.claimed_at <= now - stale_after,
-            )
-            .values(claimed_at=now)
+            .where(*pending, held)
+            .values(claimed_at=now, owner=current_owner())
         )
         with self.engine.begin() as conn:
             return conn.execute(statement).rowcount == 1
@@ -374,7 +396,7 @@ class Registry:
             if conn.execute(statement).rowcount:
                 return
             values = {"launch_key": key, "job_id": job_id, "claimed_at": _now()}
-            conn.execute(insert(launches_table).values(values))
+            conn.execute(insert(launches_table).values({**values, "owner": current_owner()}))
 
     def release_launch(self, key: str) -> None:
         """The creation failed: drop the claim so a later caller may try; completed ones stay."""
@@ -385,12 +407,13 @@ class Registry:
         with self.engine.begin() as conn:
             conn.execute(statement)
 
-    def _launch_row(self, key: str) -> tuple[bool, str | None]:
-        """Whether a claim exists for `key`, and the job id it produced if any."""
-        query = select(launches_table.c.job_id).where(launches_table.c.launch_key == key)
+    def _launch_row(self, key: str) -> tuple[bool, str | None, str | None]:
+        """Whether a claim exists for `key`, the job id it produced if any, and its owner."""
+        launches = launches_table.c
+        query = select(launches.job_id, launches.owner).where(launches.launch_key == key)
         with self.engine.connect() as conn:
             row = conn.execute(query).first()
-        return (row is not None, row[0] if row else None)
+        return (row is not None, row.job_id if row else None, row.owner if row else None)
 
     def launched_job(self, key: str) -> str | None:
         """The job id a completed claim produced; None while pending or when never claimed."""
@@ -406,13 +429,17 @@ class Registry:
     ) -> str | None:
         """For the loser of a race: the winner's job id, or None once it released the claim.
 
-        None also after `timeout` seconds with the claim still pending (its owner may have died).
+        None also as soon as the claim's owner process (on this host) is gone, and after
+        `timeout` seconds with the claim still pending (an owner elsewhere may have died).
         """
         deadline = time.monotonic() + timeout
         while True:
-            exists, job_id = self._launch_row(key)
+            exists, job_id, owner = self._launch_row(key)
             if job_id or not exists:
                 return job_id
+            if owner_is_gone(owner):
+                log.warning("launch %s was claimed by %s, which is gone", key, owner)
+                return None
             if time.monotonic() >= deadline:
                 log.warning("launch %s still pending after %.0f s", key, timeout)
                 return None
@@ -423,7 +450,7 @@ class Registry:
     def export_job_ids(self, path: Path) -> None:
         """Write the original module's job_ids.json, oldest first; readers never see half a file."""
         entries = [_job_id_entry(record) for record in reversed(self.jobs())]
-        _write_atomically(Path(path), json.dumps(entries, indent=2) + "\n")
+        write_text_atomically(Path(path), json.dumps(entries, indent=2) + "\n")
 
     # --- disaster recovery -------------------------------------------------------------------
 
@@ -474,19 +501,32 @@ def _job_id_entry(record: JobRecord) -> dict[str, str]:
     return {"id": record.job_id, "description": record.description, "created": created}
 
 
-def _write_atomically(path: Path, text: str) -> None:
-    """Write a sibling temp file, flush it to disk, then rename it over `path`."""
-    path.parent.mkdir(parents=True, exist_ok=True)
-    handle, temp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
+def current_owner() -> str:
+    """This process as a claim owner: host, pid and start time (a reused pid is not us)."""
+    return f"{socket.gethostname()}|{os.getpid()}|{_started(os.getpid())}"
+
+
+def owner_is_gone(owner: str | None) -> bool:
+    """Whether a claim's owner is known to be dead: a process of this host that no longer runs
+    (or whose pid now belongs to a later process). Owners on other hosts cannot be checked."""
+    host, _, rest = (owner or "").partition("|")
+    pid, _, started = rest.partition("|")
+    if host != socket.gethostname() or not pid.isdigit():
+        return False
+    return _started(int(pid)) != started
+
+
+def _started(pid: int) -> str:
+    """When process `pid` started, to the hundredth of a second; "" when it is not running."""
+    import psutil  # deferred: only launches need it
+
     try:
-        with os.fdopen(handle, "w", encoding="utf-8") as stream:
-            stream.write(text)
-            stream.flush()
-            os.fsync(stream.fileno())
-        os.replace(temp, path)
-    except BaseException:
-        Path(temp).unlink(missing_ok=True)
-        raise
+        process = psutil.Process(pid)
+        if process.status() == psutil.STATUS_ZOMBIE:
+            return ""
+        return f"{process.create_time():.2f}"
+    except psutil.Error:
+        return ""
 
 
 def default_registry() -> Registry:

@@ -9,7 +9,8 @@ from __future__ import annotations
 import base64
 import io
 import math
-from collections.abc import Iterable
+import time
+from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -19,6 +20,7 @@ import openai
 import pandas as pd
 from PIL import Image, ImageOps, UnidentifiedImageError
 
+from ftpipe import retry
 from ftpipe.errors import InputError
 
 MAX_IMAGE_BYTES = 20 * 1024 * 1024  # OpenAI's per-image limit
@@ -46,22 +48,24 @@ class ImageError(InputError):
         super().__init__(str(source), problem)
 
 
-class EndpointError(RuntimeError):
-    """A non-2xx answer to a raw HTTP request; `transient` says whether a retry may help."""
+class EndpointError(retry.HTTPStatusError):
+    """A non-2xx answer to a raw HTTP request, judged by the one retry policy (`ftpipe.retry`)."""
 
-    def __init__(self, url: str, status: int, message: str) -> None:
-        super().__init__(f"{url} answered HTTP {status}: {message}")
+    def __init__(
+        self, url: str, status: int, message: str, headers: Mapping[str, str] | None = None
+    ) -> None:
+        super().__init__(f"{url} answered HTTP {status}: {message}", status, headers)
         self.url = url
-        self.status = status
         self.message = message
 
     @property
     def transient(self) -> bool:
-        return self.status == 429 or self.status >= 500
+        """Whether a retry may help, by the same rules as every other call."""
+        return retry.is_transient(self)
 
     def __reduce__(self) -> tuple[object, ...]:
         """Rebuild from the constructor's arguments, so the error survives pickling."""
-        return (type(self), (self.url, self.status, self.message))
+        return (type(self), (self.url, self.status, self.message, self.headers))
 
 
 @dataclass(frozen=True)
@@ -217,10 +221,16 @@ def describe_image(
     system_instruction: str | None = None,
     *,
     model: str,
+    attempts: int | None = None,
 ) -> Description:
-    """Describe one image through the SDK (its retries and error types apply)."""
-    completion = client.chat.completions.create(
-        **chat_request(path, prompt, system_instruction, model)
+    """Describe one image through the SDK (its error types), retried by the one policy;
+    `attempts` defaults to the client's `max_retries` + 1."""
+    body = chat_request(path, prompt, system_instruction, model)
+    quiet = retry.no_sdk_retries(client)
+    completion = retry.call(
+        lambda: quiet.chat.completions.create(**body),
+        attempts or retry.attempts_for(client),
+        what=f"describing {path}",
     )
     message = completion.choices[0].message
     usage = completion.usage
@@ -242,20 +252,26 @@ def describe_image_by_requests(
     model: str,
     system_instruction: str | None = None,
     timeout: float = 60.0,
+    attempts: int = retry.DEFAULT_ATTEMPTS,
+    sleep: Callable[[float], None] = time.sleep,
 ) -> Description:
     """Describe one image with a plain HTTP POST; EndpointError (a RuntimeError) on non-2xx.
 
-    No retries: connection trouble raises httpx's own errors.
+    Retried by the same policy as the SDK calls; the last failure (an EndpointError or httpx's
+    own connection error) propagates.
     """
     url = f"{base_url.rstrip('/')}/chat/completions"
-    response = httpx.post(
-        url,
-        json=chat_request(path, prompt, system_instruction, model),
-        headers={"Authorization": f"Bearer {api_key}"},
-        timeout=timeout,
-    )
-    if not response.is_success:
-        raise EndpointError(url, response.status_code, _error_message(response))
+    body = chat_request(path, prompt, system_instruction, model)
+    headers = {"Authorization": f"Bearer {api_key}"}
+
+    def post() -> httpx.Response:
+        response = httpx.post(url, json=body, headers=headers, timeout=timeout)
+        if not response.is_success:
+            message = _error_message(response)
+            raise EndpointError(url, response.status_code, message, response.headers)
+        return response
+
+    response = retry.call(post, attempts, what=f"describing {path}", sleep=sleep)
     return _description_from_json(url, str(path), response)
 
 

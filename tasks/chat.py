@@ -10,7 +10,7 @@ from prefect import task
 from ftpipe import chat, sentiment
 from ftpipe.client import make_client
 from ftpipe.dialogue_log import DialogueLog, default_log_path
-from ftpipe.tasks.common import retry_transient
+from ftpipe.tasks.common import retry_infrastructure
 
 
 @task(
@@ -18,7 +18,7 @@ from ftpipe.tasks.common import retry_transient
     tags=["chat"],  # `prefect concurrency-limit create chat N` bounds these across runs
     retries=2,
     retry_delay_seconds=[2, 10],
-    retry_condition_fn=retry_transient,
+    retry_condition_fn=retry_infrastructure,
 )
 def answer(
     text: str,
@@ -27,7 +27,8 @@ def answer(
     attempts: int = 5,
     log_dialogue: bool = True,
 ) -> dict[str, Any]:
-    """One reply (retried on 429/5xx honouring retry-after), logged for dynamic training."""
+    """One reply, tried at most `attempts` times in all (the core's retry policy; Prefect retries
+    only infrastructure failures), logged for dynamic training."""
     reply = chat.ask(
         make_client(),
         text,

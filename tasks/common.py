@@ -1,4 +1,9 @@
-"""What every ftpipe task shares: which failures are worth a retry, and bounded fan-out."""
+"""What every ftpipe task shares: which failures Prefect retries, and bounded fan-out.
+
+API calls are retried in the core by the one policy (`ftpipe.retry`); a Prefect retry on top
+would multiply its tries (3 task runs x 5 tries of one chat message). Prefect retries a task
+only for infrastructure failures the core does not retry: the machine's own I/O or database.
+"""
 
 from __future__ import annotations
 
@@ -12,25 +17,36 @@ from prefect.client.schemas.objects import TaskRun
 from prefect.futures import PrefectFuture
 from prefect.states import State
 from prefect.task_runners import ThreadPoolTaskRunner
+from sqlalchemy.exc import OperationalError
 
-from ftpipe.chat import retry_delay
-from ftpipe.vision import EndpointError
+from ftpipe.errors import InputError
+from ftpipe.retry import HTTPStatusError
+
+# Errors about a path the user gave: another try meets the same path.
+PATH_ERRORS = (
+    FileNotFoundError,
+    FileExistsError,
+    IsADirectoryError,
+    NotADirectoryError,
+    PermissionError,
+)
+# Failures the core already retried (API answers, the network to the endpoint) or that no retry
+# can fix (bad input).
+NOT_INFRASTRUCTURE = (openai.APIError, httpx.HTTPError, HTTPStatusError, InputError, *PATH_ERRORS)
 
 
-def is_transient(error: BaseException) -> bool:
-    """Network trouble, 429 and 5xx by the SDK's own rules (so never `insufficient_quota` nor a
-    server saying not to); a refusal, bad data or any other 4xx would fail the same way."""
-    if isinstance(error, openai.APIError):
-        return retry_delay(error, 1) is not None
-    return isinstance(error, httpx.TransportError) or (
-        isinstance(error, EndpointError) and error.transient
-    )
+def is_infrastructure_failure(error: BaseException) -> bool:
+    """An I/O or database failure of the machine running the task (a full or vanished disk, a
+    database restarting), which a later try of the whole task may get past."""
+    if isinstance(error, NOT_INFRASTRUCTURE):
+        return False
+    return isinstance(error, OSError | OperationalError)
 
 
-def retry_transient(task: Task[Any, Any], task_run: TaskRun, state: State) -> bool:
-    """Prefect's retry condition: retry only when the failure is transient."""
+def retry_infrastructure(task: Task[Any, Any], task_run: TaskRun, state: State) -> bool:
+    """Prefect's retry condition: retry only infrastructure failures, never API or input ones."""
     error = state.result(raise_on_failure=False)
-    return isinstance(error, BaseException) and is_transient(error)
+    return isinstance(error, BaseException) and is_infrastructure_failure(error)
 
 
 def run_bounded(

@@ -16,13 +16,10 @@ from ftpipe.client import endpoint_id, make_client
 from ftpipe.finetune.launch import LaunchRequest, LaunchResult, launch
 from ftpipe.finetune.poll import Backoff, refresh, wait_for_job
 from ftpipe.finetune.upload import Uploaded, upload_training_file
+from ftpipe.jobs import job_ids_path
 from ftpipe.registry import JobRecord, default_registry
 from ftpipe.settings import get_settings
-from ftpipe.tasks.common import retry_transient
-
-
-def job_ids_file() -> Path:
-    return get_settings().home / "job_ids.json"
+from ftpipe.tasks.common import retry_infrastructure
 
 
 def endpoint() -> str:
@@ -33,7 +30,7 @@ def endpoint() -> str:
     name="upload-training-file",
     retries=3,
     retry_delay_seconds=[2, 10, 30],
-    retry_condition_fn=retry_transient,
+    retry_condition_fn=retry_infrastructure,
 )
 def upload_file(path: str) -> Uploaded:
     """Upload one JSONL file, or reuse the copy already on the endpoint."""
@@ -54,13 +51,13 @@ def upload_file(path: str) -> Uploaded:
     name="launch-fine-tuning-job",
     retries=2,
     retry_delay_seconds=[5, 30],
-    retry_condition_fn=retry_transient,
+    retry_condition_fn=retry_infrastructure,
 )
 def launch_job(request: LaunchRequest) -> LaunchResult:
     """Create the job once (or return the existing one) and record it before anything else."""
     registry = default_registry()
     result = launch(make_client(), registry, request)
-    registry.export_job_ids(job_ids_file())
+    registry.export_job_ids(job_ids_path())
     logger = get_run_logger()
     if result.reused:
         logger.info(
@@ -109,10 +106,10 @@ def wait_job(job_id: str, timeout_s: float, backoff: Backoff | None = None) -> J
             backoff=backoff,
         )
     finally:
-        registry.export_job_ids(job_ids_file())
+        registry.export_job_ids(job_ids_path())
     update_progress_artifact(progress_id, 100.0, description=f"{job.id} {job.status}")
     record = registry.update_from_job(job, where)
-    registry.export_job_ids(job_ids_file())
+    registry.export_job_ids(job_ids_path())
     return record
 
 
@@ -149,4 +146,4 @@ def publish_status(records: list[JobRecord]) -> None:
         key="fine-tuning-jobs",
         description="Fine-tuning jobs",
     )
-    default_registry().export_job_ids(job_ids_file())
+    default_registry().export_job_ids(job_ids_path())

@@ -1,4 +1,4 @@
-"""Prefect task around image description: one image per task run, retried only when transient."""
+"""Prefect task around image description: one image per task run; the core retries the API."""
 
 from __future__ import annotations
 
@@ -8,7 +8,7 @@ from typing import Any
 from prefect import get_run_logger, task
 
 from ftpipe.client import make_client
-from ftpipe.tasks.common import retry_transient
+from ftpipe.tasks.common import retry_infrastructure
 from ftpipe.vision import describe_image
 
 
@@ -18,7 +18,7 @@ from ftpipe.vision import describe_image
     tags=["vision"],  # `prefect concurrency-limit create vision N` bounds these across runs
     retries=3,
     retry_delay_seconds=[2, 10, 30],
-    retry_condition_fn=retry_transient,
+    retry_condition_fn=retry_infrastructure,
 )
 def describe_one(path: str, prompt: str | None, model: str) -> dict[str, Any]:
     """Describe one image with the configured backend; returns the Description as a dict."""

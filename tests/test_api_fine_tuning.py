@@ -299,6 +299,21 @@ def test_list_jobs_pagination_and_metadata_filter(client: openai.OpenAI, tmp_pat
     assert client.fine_tuning.jobs.list(metadata={"k": "nothing"}).data == []
 
 
+def test_a_server_set_to_ignore_metadata_filters_lists_every_job(
+    start_server: StartServer, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """As some compatible endpoints do; FTPIPE_LOCAL_IGNORE_METADATA_FILTER rehearses one."""
+    monkeypatch.setenv("FTPIPE_LOCAL_IGNORE_METADATA_FILTER", "true")
+    client = strict_client(start_server().base_url)
+    training = training_file(client, tmp_path)
+    created = [create(client, training, metadata={"k": value}).id for value in ("a", "b")]
+    listed = parsed(
+        "ListPaginatedFineTuningJobsResponse",
+        client.fine_tuning.jobs.with_raw_response.list(metadata={"k": "a"}),
+    )
+    assert [job.id for job in listed.data] == list(reversed(created))
+
+
 # --- cancel, pause and resume -----------------------------------------------------------------
 
 

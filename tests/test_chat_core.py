@@ -16,8 +16,8 @@ from typing import Any
 import openai
 import pytest
 
-from ftpipe import chat
-from ftpipe.chat import Reply, ask, build_messages, retry_after
+from ftpipe import retry
+from ftpipe.chat import Reply, ask, build_messages
 from ftpipe.dialogue_log import DialogueLog
 from ftpipe.local_api.engine import base_reply
 from ftpipe.prepare.dialogues import read_dialogue_file, split_conversations
@@ -107,8 +107,8 @@ def recorder() -> Iterator[Any]:
 @pytest.fixture
 def fast_backoff(monkeypatch: pytest.MonkeyPatch) -> None:
     """Faults without a retry-after wait milliseconds instead of the SDK's half-second steps."""
-    monkeypatch.setattr(chat, "INITIAL_BACKOFF_S", 0.001)
-    monkeypatch.setattr(chat, "MAX_BACKOFF_S", 0.01)
+    monkeypatch.setattr(retry, "INITIAL_BACKOFF_S", 0.001)
+    monkeypatch.setattr(retry, "MAX_BACKOFF_S", 0.01)
 
 
 # --- messages ------------------------------------------------------------------------------
@@ -260,13 +260,13 @@ def test_a_retry_after_beyond_two_minutes_is_not_waited_for(recorder: Any) -> No
 
 
 def test_retry_after_reads_milliseconds_seconds_and_dates() -> None:
-    assert retry_after({"retry-after-ms": "250", "retry-after": "9"}) == 0.25
-    assert retry_after({"retry-after": "1.5"}) == 1.5
+    assert retry.retry_after({"retry-after-ms": "250", "retry-after": "9"}) == 0.25
+    assert retry.retry_after({"retry-after": "1.5"}) == 1.5
     soon = format_datetime(datetime.now(UTC) + timedelta(seconds=30), usegmt=True)
-    wait = retry_after({"retry-after": soon})
+    wait = retry.retry_after({"retry-after": soon})
     assert wait is not None and 25 < wait <= 30
-    assert retry_after({"retry-after": "soon"}) is None
-    assert retry_after({}) is None
+    assert retry.retry_after({"retry-after": "soon"}) is None
+    assert retry.retry_after({}) is None
 
 
 def test_attempts_must_be_positive(client: openai.OpenAI) -> None:

@@ -21,7 +21,7 @@ from prefect.testing.utilities import prefect_test_harness
 
 from ftpipe.errors import InputError
 from ftpipe.flows.describe_images import ARTIFACT_KEY, describe_images
-from ftpipe.tasks.common import retry_transient
+from ftpipe.tasks.common import retry_infrastructure
 from ftpipe.tasks.vision import describe_one
 from ftpipe.vision import COLUMNS, Description, EndpointError, ImageError
 
@@ -136,7 +136,8 @@ def test_flow_rejects_a_missing_folder(tmp_path: Path) -> None:
         state.result()
 
 
-def test_the_task_retries_only_transient_errors() -> None:
+def test_the_task_retries_only_infrastructure_failures() -> None:
+    """API errors were already retried by the core's one policy; Prefect adds none on top."""
     request = httpx.Request("POST", "http://127.0.0.1/v1/chat/completions")
     rate_limited = openai.RateLimitError(
         "slow down", response=httpx.Response(429, request=request), body=None
@@ -146,15 +147,16 @@ def test_the_task_retries_only_transient_errors() -> None:
     )
 
     def retried(error: BaseException) -> bool:
-        return retry_transient(describe_one, None, Failed(data=error))  # type: ignore[arg-type]
+        return retry_infrastructure(describe_one, None, Failed(data=error))  # type: ignore[arg-type]
 
-    assert retried(rate_limited)
-    assert retried(openai.APIConnectionError(request=request))
-    assert retried(EndpointError("http://h/v1", 503, "busy"))
+    assert retried(OSError(28, "No space left on device"))
+    assert not retried(rate_limited)
+    assert not retried(openai.APIConnectionError(request=request))
+    assert not retried(EndpointError("http://h/v1", 503, "busy"))
     assert not retried(ImageError("x.png", "does not exist"))
     assert not retried(bad_request)
     assert not retried(EndpointError("http://h/v1", 400, "bad"))
-    assert not retry_transient(describe_one, None, Completed(data=1))  # type: ignore[arg-type]
+    assert not retry_infrastructure(describe_one, None, Completed(data=1))  # type: ignore[arg-type]
     assert describe_one.tags == {"vision"}
 
 

@@ -6,6 +6,7 @@ SDK (strict response validation), real files and real SQLite registries.
 
 from __future__ import annotations
 
+import logging
 import threading
 import time
 from pathlib import Path
@@ -16,6 +17,7 @@ import openai
 import pytest
 from openai.types.fine_tuning import FineTuningJob, FineTuningJobEvent
 
+from ftpipe import retry
 from ftpipe.finetune.launch import (
     LaunchError,
     LaunchOptions,
@@ -24,9 +26,11 @@ from ftpipe.finetune.launch import (
     LaunchResult,
     launch,
 )
-from ftpipe.finetune.poll import TRANSIENT, Backoff, JobFailed, WaitTimeout, wait_for_job
+from ftpipe.finetune.poll import Backoff, JobFailed, WaitTimeout, wait_for_job
 from ftpipe.finetune.upload import content_hash, remote_name, upload_training_file
-from ftpipe.registry import TERMINAL, Registry
+from ftpipe.jobs import TERMINAL
+from ftpipe.registry import Registry
+from ftpipe.retry import is_transient
 from ftpipe.settings import FaultSettings
 from tests.conftest import qa_examples, strict_client, write_jsonl
 
@@ -314,8 +318,9 @@ def test_rate_limits_and_server_errors_lose_no_launch(
         for _ in range(5):
             try:
                 return launch(client, registry, request, sleep=no_sleep)
-            except TRANSIENT:
-                continue
+            except Exception as error:
+                if not is_transient(error):
+                    raise
         raise AssertionError(f"{request.dataset_id} never launched")
 
     results = [launch_with_caller_retries(request) for request in requests]
@@ -409,6 +414,31 @@ def test_waiting_relays_every_event_once_in_order(
     assert any(event.type == "metrics" for event in events)
     assert f"New fine-tuned model created: {done.fine_tuned_model}" in [e.message for e in events]
     assert events[-1].message == "The job has successfully completed"
+
+
+def test_waiting_through_injected_faults_relays_every_event_once(
+    start_server: StartServer,
+    tmp_path: Path,
+    root: Path,
+    caplog: pytest.LogCaptureFixture,
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """Each look at the job is retried by the one policy, and every retry is logged."""
+    monkeypatch.setattr(retry, "INITIAL_BACKOFF_S", 0.001)
+    monkeypatch.setattr(retry, "MAX_BACKOFF_S", 0.01)
+    clean = strict_client(start_server(root, job_speed="retrieves:6").base_url)
+    job = new_job(clean, training_file(tmp_path, "faulty-poll"))
+    faults = FaultSettings(rate_429=0.3, rate_500=0.2, seed=2, retry_after_s=0.001)
+    faulty = strict_client(start_server(root, job_speed="retrieves:6", faults=faults).base_url)
+    events: list[FineTuningJobEvent] = []
+
+    with caplog.at_level(logging.INFO, logger="ftpipe"):
+        done = wait_for_job(faulty, job.id, on_event=events.append, backoff=FAST, sleep=no_sleep)
+
+    assert done.status == "succeeded"
+    everything = list(clean.fine_tuning.jobs.list_events(job.id, limit=1000))
+    assert [event.id for event in events] == [event.id for event in reversed(everything)]
+    assert f"polling {job.id}: " in caplog.text and "retrying in" in caplog.text
 
 
 def test_waiting_on_a_failing_job_raises_its_own_error(

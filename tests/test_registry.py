@@ -5,15 +5,30 @@ from __future__ import annotations
 
 import json
 import multiprocessing
+import os
+import signal
+import socket
+import subprocess
+import sys
 import threading
+import time
 from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 import pytest
+from sqlalchemy import create_engine, select, update
 
 from ftpipe.errors import InputError
-from ftpipe.registry import TERMINAL, JobRecord, Registry, database_url, default_registry
+from ftpipe.jobs import TERMINAL
+from ftpipe.registry import (
+    JobRecord,
+    Registry,
+    current_owner,
+    database_url,
+    default_registry,
+    launches_table,
+)
 from tests.conftest import require_system
 from tests.postgres import PostgresServer, find_bin_dir
 
@@ -361,6 +376,87 @@ def test_stale_claim_is_taken_over_once(registry: Registry) -> None:
     registry.complete_launch("k", "ftjob-1")
     assert not registry.claim_launch("k", stale_after=0)  # completed claims are never stale
     assert registry.launched_job("k") == "ftjob-1"
+
+
+CLAIMER = """
+import sys, time
+from ftpipe.registry import Registry
+assert Registry(sys.argv[1]).claim_launch(sys.argv[2])
+print("claimed", flush=True)
+time.sleep(600)
+"""
+
+
+def claim_in_a_process(url: str, claim: str) -> subprocess.Popen[str]:
+    """A process that holds `claim` and then hangs, as a run stopped mid-launch."""
+    process = subprocess.Popen(
+        [sys.executable, "-c", CLAIMER, url, claim], stdout=subprocess.PIPE, text=True
+    )
+    assert process.stdout is not None
+    assert process.stdout.readline().strip() == "claimed"
+    return process
+
+
+def kill(process: subprocess.Popen[str]) -> None:
+    process.send_signal(signal.SIGKILL)
+    process.wait(timeout=30)
+
+
+def claim_owner(registry: Registry, key: str) -> str | None:
+    query = select(launches_table.c.owner).where(launches_table.c.launch_key == key)
+    with registry.engine.connect() as conn:
+        return conn.execute(query).scalar_one()
+
+
+def test_a_claim_records_its_owner(registry: Registry) -> None:
+    assert registry.claim_launch("k")
+    host, pid, started = (claim_owner(registry, "k") or "").split("|")
+    assert (host, int(pid)) == (socket.gethostname(), os.getpid())
+    assert float(started) > 0
+
+
+def test_a_claim_of_a_killed_process_is_taken_over_at_once(registry: Registry) -> None:
+    claimer = claim_in_a_process(registry.url, "k")
+    try:
+        assert not registry.claim_launch("k", stale_after=3600)  # its owner still runs
+    finally:
+        kill(claimer)
+    assert not registry.claim_launch("k")  # without stale_after, never taken over
+    naps: list[float] = []
+    assert registry.wait_for_launch("k", timeout=3600, sleep=naps.append) is None
+    assert naps == []  # a dead owner is not waited for
+    assert registry.claim_launch("k", stale_after=3600)
+    assert claim_owner(registry, "k") == current_owner()
+    assert not registry.claim_launch("k", stale_after=3600)  # now ours, and we run
+
+
+def test_a_claim_of_another_host_waits_for_its_timeout(registry: Registry) -> None:
+    assert registry.claim_launch("k")
+    elsewhere = update(launches_table).values(owner="elsewhere|1|1.00")
+    with registry.engine.begin() as conn:
+        conn.execute(elsewhere)
+    naps: list[float] = []
+    assert registry.wait_for_launch("k", timeout=0.0, sleep=naps.append) is None
+    assert not registry.claim_launch("k", stale_after=3600)
+    assert registry.claim_launch("k", stale_after=0)
+
+
+def test_a_registry_made_before_claim_owners_gains_the_column(tmp_path: Path) -> None:
+    url = sqlite_url(tmp_path / "old-registry.sqlite3")
+    engine = create_engine(url)
+    with engine.begin() as conn:
+        conn.exec_driver_sql(
+            "CREATE TABLE launches (launch_key VARCHAR(512) PRIMARY KEY, job_id VARCHAR(255), "
+            "claimed_at BIGINT NOT NULL)"
+        )
+        conn.exec_driver_sql(f"INSERT INTO launches VALUES ('old', NULL, {int(time.time())})")
+    engine.dispose()
+    registry = Registry(url)
+    assert claim_owner(registry, "old") is None
+    assert not registry.claim_launch("old", stale_after=3600)  # owner unknown: the timeout rules
+    assert registry.claim_launch("old", stale_after=0)
+    assert registry.claim_launch("new")
+    assert claim_owner(registry, "new") == current_owner()
 
 
 # --- job_ids.json ----------------------------------------------------------------------------

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import base64
+import logging
 import pickle
 import re
 from io import BytesIO
@@ -14,11 +15,14 @@ import pandas as pd
 import pytest
 from PIL import Image
 
+from ftpipe import retry
 from ftpipe.client import make_client
 from ftpipe.errors import InputError
 from ftpipe.local_api.server import RunningServer
+from ftpipe.settings import FaultSettings
 from ftpipe.vision import (
     MAX_IMAGE_BYTES,
+    Description,
     EndpointError,
     ImageError,
     describe_image,
@@ -261,6 +265,47 @@ def test_raw_http_refused_key(start_server: StartServer, images: dict[str, Path]
     with pytest.raises(EndpointError) as caught:
         describe_image_by_requests(running.base_url, "wrong-key", images["png"], model=MODEL)
     assert caught.value.status == 401
+
+
+@pytest.mark.parametrize("how", ["raw HTTP", "SDK"])
+def test_both_paths_are_retried_by_the_one_policy(
+    start_server: StartServer,
+    images: dict[str, Path],
+    caplog: pytest.LogCaptureFixture,
+    how: str,
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """Injected 429s (with a retry-after) and 500s are got past on both paths alike."""
+    monkeypatch.setattr(retry, "INITIAL_BACKOFF_S", 0.001)
+    monkeypatch.setattr(retry, "MAX_BACKOFF_S", 0.01)
+    faults = FaultSettings(rate_429=0.3, rate_500=0.2, seed=4, retry_after_s=0.001)
+    running = start_server(faults=faults)
+    client = strict_client(running.base_url)  # max_retries=0: only the policy retries
+
+    def describe(path: Path) -> Description:
+        if how == "SDK":
+            return describe_image(client, path, model=MODEL, attempts=10)
+        return describe_image_by_requests(
+            running.base_url, "k", path, model=MODEL, attempts=10, sleep=lambda _: None
+        )
+
+    with caplog.at_level(logging.INFO, logger="ftpipe"):
+        described = [describe(images[name]) for name in ("png", "jpeg") * 4]
+    assert all(d.text for d in described)
+    assert "retrying in" in caplog.text
+
+
+def test_raw_http_gives_up_after_its_attempts(
+    start_server: StartServer, images: dict[str, Path]
+) -> None:
+    running = start_server(faults=FaultSettings(rate_500=1.0))
+    waits: list[float] = []
+    with pytest.raises(EndpointError) as caught:
+        describe_image_by_requests(
+            running.base_url, "k", images["png"], model=MODEL, attempts=3, sleep=waits.append
+        )
+    assert caught.value.status == 500 and caught.value.transient
+    assert len(waits) == 2  # three tries, two waits between them
 
 
 def test_sdk_errors_for_an_unreadable_image_are_raised_before_any_request(

@@ -3,14 +3,15 @@
 The launch key (endpoint, dataset, model, options) names the job; its id is recorded in the
 registry before anything else happens after creation. Racing runs settle through a claim in
 the registry; a response lost after the job was created is recovered through the job's
-metadata, so retries never make a second job.
+metadata, looked up before every retry (`ftpipe.retry`), so retries never make a second job.
+Every job the endpoint lists is checked against the metadata asked for, since some endpoints
+ignore the `metadata` filter and list every job.
 """
 
 from __future__ import annotations
 
 import hashlib
 import json
-import random
 import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
@@ -20,13 +21,13 @@ import openai
 from openai.types.fine_tuning import FineTuningJob
 from pydantic import BaseModel, Field
 
+from ftpipe import retry
 from ftpipe.errors import InputError
-from ftpipe.finetune.poll import TRANSIENT
 from ftpipe.registry import JobRecord, Registry
 
 REUSABLE = frozenset({"validating_files", "queued", "running", "succeeded"})
 CREATE_ATTEMPTS = 5
-STALE_CLAIM_S = 600.0  # a claim this old belongs to a run that died; take it over
+STALE_CLAIM_S = 600.0  # a claim of another host this old belongs to a run that died
 METADATA_MARK = {"ftpipe": "1"}
 Auto = Literal["auto"]
 
@@ -131,14 +132,23 @@ def _metadata(request: LaunchRequest, key: str, claim: str) -> dict[str, str]:
 
 
 def _jobs_with(client: openai.OpenAI, key: str, value: str) -> list[FineTuningJob]:
-    return list(client.fine_tuning.jobs.list(metadata={key: value}, limit=100))
+    """The endpoint's jobs whose metadata has key=value, checked here too: an endpoint that
+    ignores the filter would otherwise hand us another dataset's job."""
+    jobs = client.fine_tuning.jobs.list(metadata={key: value}, limit=100)
+    return [job for job in jobs if (job.metadata or {}).get(key) == value]
 
 
 def adopt_known_jobs(client: openai.OpenAI, registry: Registry, request: LaunchRequest) -> None:
     """Jobs the endpoint has for this key but the registry lost (a crash, a new machine)."""
     key = request.key()
     known = {record.job_id for record in registry.by_launch_key(key)}
-    for job in _jobs_with(client, "ftpipe_launch_key", key):
+    quiet = retry.no_sdk_retries(client)
+    found = retry.call(
+        lambda: _jobs_with(quiet, "ftpipe_launch_key", key),
+        retry.attempts_for(client),
+        what="listing jobs",
+    )
+    for job in found:
         if job.id not in known:
             registry.record(_record(request, job, key))
 
@@ -150,13 +160,23 @@ def _reusable(
     for record in registry.by_launch_key(key):
         if record.status in REUSABLE:
             try:
-                job = client.fine_tuning.jobs.retrieve(record.job_id)
+                job = _retrieve(client, record.job_id)
             except openai.NotFoundError:  # the endpoint forgot it: not something to reuse
                 continue
             fresh = registry.update_from_job(job, endpoint)
             if fresh.status in REUSABLE:
                 return fresh
     return None
+
+
+def _retrieve(client: openai.OpenAI, job_id: str) -> FineTuningJob:
+    """One job as the endpoint sees it now, under the retry policy."""
+    quiet = retry.no_sdk_retries(client)
+    return retry.call(
+        lambda: quiet.fine_tuning.jobs.retrieve(job_id),
+        retry.attempts_for(client),
+        what=f"reading {job_id}",
+    )
 
 
 def _create(
@@ -166,38 +186,64 @@ def _create(
     claim: str,
     sleep: Callable[[float], None],
 ) -> FineTuningJob:
-    """Create the job; after a transient failure, look for it before trying again."""
-    quiet = client.with_options(max_retries=0)
-    delay = 1.0
-    for attempt in range(1, CREATE_ATTEMPTS + 1):
+    """Create the job under the retry policy; after a failure that may hide a created job (its
+    answer lost), look the job up by its claim before trying again, and after the last try."""
+    quiet = retry.no_sdk_retries(client)
+    unsure = False  # whether an earlier try may have created the job
+
+    def attempt() -> FineTuningJob:
+        nonlocal unsure
+        if unsure:
+            found = _jobs_with(quiet, "ftpipe_claim", claim)  # a failure here is retried too
+            if found:
+                return found[0]
+            unsure = False
         try:
-            return quiet.fine_tuning.jobs.create(
-                model=request.options.model,
-                training_file=request.training_file,
-                validation_file=request.validation_file or openai.omit,
-                method=request.options.method(),  # type: ignore[arg-type]
-                suffix=request.options.suffix or openai.omit,
-                seed=request.options.seed if request.options.seed is not None else openai.omit,
-                metadata=_metadata(request, key, claim),
-            )
-        except openai.PermissionDeniedError as error:
-            raise LaunchRefused("fine-tuning", refusal_message(error, request.endpoint)) from error
-        except openai.BadRequestError as error:
-            raise LaunchError(
-                "fine-tuning", f"the endpoint rejected the job: {error.message}"
-            ) from error
-        except TRANSIENT:
-            try:
-                created = _jobs_with(client, "ftpipe_claim", claim)
-            except TRANSIENT:  # cannot tell yet; the next attempt looks again first
-                created = []
-            if created:
-                return created[0]
-            if attempt == CREATE_ATTEMPTS:
-                raise
-            sleep(delay * random.uniform(0.8, 1.2))
-            delay = min(30.0, delay * 2)
-    raise AssertionError("unreachable")
+            return _create_once(quiet, request, key, claim)
+        except Exception as error:
+            unsure = retry.is_transient(error)
+            raise
+
+    try:
+        attempts = retry.attempts_for(client, CREATE_ATTEMPTS)
+        return retry.call(attempt, attempts, what="creating the job", sleep=sleep)
+    except Exception:
+        found = _last_look(quiet, claim) if unsure else None
+        if found is None:
+            raise
+        return found
+
+
+def _create_once(
+    client: openai.OpenAI, request: LaunchRequest, key: str, claim: str
+) -> FineTuningJob:
+    """One `jobs.create`; a refusal or a rejected request becomes an error a person can read."""
+    try:
+        return client.fine_tuning.jobs.create(
+            model=request.options.model,
+            training_file=request.training_file,
+            validation_file=request.validation_file or openai.omit,
+            suffix=request.options.suffix or openai.omit,
+            method=request.options.method(),  # type: ignore[arg-type]
+            seed=request.options.seed if request.options.seed is not None else openai.omit,
+            metadata=_metadata(request, key, claim),
+        )
+    except openai.PermissionDeniedError as error:
+        raise LaunchRefused("fine-tuning", refusal_message(error, request.endpoint)) from error
+    except openai.BadRequestError as error:
+        problem = f"the endpoint rejected the job: {error.message}"
+        raise LaunchError("fine-tuning", problem) from error
+
+
+def _last_look(client: openai.OpenAI, claim: str) -> FineTuningJob | None:
+    """The job of this claim if the last failed try created it after all; None when unknown."""
+    try:
+        found = _jobs_with(client, "ftpipe_claim", claim)
+    except Exception as error:
+        if not retry.is_transient(error):
+            raise
+        return None
+    return found[0] if found else None
 
 
 def launch(
@@ -219,13 +265,14 @@ def launch(
     if not registry.claim_launch(claim, stale_after=STALE_CLAIM_S):
         job_id = registry.wait_for_launch(claim, timeout=claim_timeout)
         record = registry.get(job_id) if job_id else None
-        if record is None:
+        if record is not None:
+            return LaunchResult(record, reused=True)
+        if not registry.claim_launch(claim, stale_after=STALE_CLAIM_S):  # released, or its run died
             raise LaunchError(
                 "fine-tuning",
                 f"another run was launching this dataset (claim {claim}) and did not finish; "
                 "run again, or with --force",
             )
-        return LaunchResult(record, reused=True)
     if not request.force:  # a racing run may have launched while we counted
         adopt_known_jobs(client, registry, request)
         existing = _reusable(client, registry, key, request.endpoint)

@@ -1,11 +1,14 @@
 """Waiting on a fine-tuning job: backoff with jitter, only new events each time, a clear end.
 
 The caller gets every new event (oldest first) and every status change through callbacks, so
-the CLI can print them and a Prefect task can log them and update a progress artifact.
+the CLI can print them and a Prefect task can log them and update a progress artifact. Each look
+at the job is retried by ftpipe's one policy (`ftpipe.retry`); an endpoint still unreachable
+after that is looked at again at the next poll, until the wait's timeout.
 """
 
 from __future__ import annotations
 
+import logging
 import random
 import time
 from collections.abc import Callable
@@ -14,15 +17,13 @@ from dataclasses import dataclass
 import openai
 from openai.types.fine_tuning import FineTuningJob, FineTuningJobEvent
 
+from ftpipe import retry
+from ftpipe.jobs import TERMINAL
 from ftpipe.registry import JobRecord, Registry
 
-TERMINAL = frozenset({"succeeded", "failed", "cancelled"})
-TRANSIENT = (
-    openai.APIConnectionError,
-    openai.APITimeoutError,
-    openai.RateLimitError,
-    openai.InternalServerError,
-)
+logger = logging.getLogger("ftpipe")
+
+POLL_ATTEMPTS = 5  # tries of one look at the job; the poll loop looks again after that
 
 
 @dataclass(frozen=True)
@@ -95,17 +96,21 @@ def wait_for_job(
 ) -> FineTuningJob:
     """Poll until the job ends; JobFailed if it failed or was cancelled, WaitTimeout if slow."""
     delays = (backoff or Backoff()).delays(random.Random())
+    quiet, tries = retry.no_sdk_retries(client), retry.attempts_for(client, POLL_ATTEMPTS)
     started, status, job = time.monotonic(), None, None
     while True:
+        expired = timeout is not None and time.monotonic() - started > timeout
         try:
-            job = client.fine_tuning.jobs.retrieve(job_id)
-            for event in new_events(client, job_id, last_event):
-                last_event = event.id
-                if on_event:
-                    on_event(event)
-        except TRANSIENT:
-            if job is None and timeout is not None and time.monotonic() - started > timeout:
+            job, events = _look(quiet, job_id, last_event, tries, sleep)
+        except Exception as error:
+            if not retry.is_transient(error) or (job is None and expired):
                 raise
+            logger.warning("job %s: %s; polling again later", job_id, error)
+            events = []
+        for event in events:
+            last_event = event.id
+            if on_event:
+                on_event(event)
         if job is not None and job.status != status:
             status = job.status
             if on_status:
@@ -120,11 +125,31 @@ def wait_for_job(
         sleep(next(delays))
 
 
+def _look(
+    client: openai.OpenAI,
+    job_id: str,
+    last_event: str | None,
+    attempts: int,
+    sleep: Callable[[float], None],
+) -> tuple[FineTuningJob, list[FineTuningJobEvent]]:
+    """The job and its new events, read together so a retry never skips or repeats an event."""
+
+    def once() -> tuple[FineTuningJob, list[FineTuningJobEvent]]:
+        return client.fine_tuning.jobs.retrieve(job_id), new_events(client, job_id, last_event)
+
+    return retry.call(once, attempts, what=f"polling {job_id}", sleep=sleep)
+
+
 def refresh(client: openai.OpenAI, registry: Registry, job_id: str, endpoint: str) -> JobRecord:
     """Bring one registry entry up to date; a job the endpoint no longer knows is marked failed
     (so it stops being polled) instead of stopping the poller."""
+    quiet = retry.no_sdk_retries(client)
     try:
-        job = client.fine_tuning.jobs.retrieve(job_id)
+        job = retry.call(
+            lambda: quiet.fine_tuning.jobs.retrieve(job_id),
+            retry.attempts_for(client),
+            what=f"reading {job_id}",
+        )
     except openai.NotFoundError:
         known = registry.get(job_id)
         lost = "the endpoint no longer knows this job (404)"

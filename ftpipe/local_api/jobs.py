@@ -17,11 +17,11 @@ from typing import Any
 from ftpipe import catalog
 from ftpipe.chat_format import check_jsonl_file
 from ftpipe.estimate import billed_tokens_per_epoch, default_epochs
+from ftpipe.jobs import TERMINAL
 from ftpipe.local_api.errors import ApiError
 from ftpipe.local_api.progress import RUNNING_FROM, parse_speed, training_step
 from ftpipe.local_api.store import Row, Store, Transaction, new_id, now
 
-TERMINAL = frozenset({"succeeded", "failed", "cancelled"})
 ORGANIZATION = "local"
 MAX_METRIC_EVENTS = 200
 CHECKPOINTS_KEPT = 3

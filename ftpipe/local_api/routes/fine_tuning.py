@@ -105,11 +105,7 @@ def list_jobs(
     limit: Annotated[int, Query()] = 20,
 ) -> dict[str, Any]:
     check_limit(limit)
-    wanted = {
-        key[len("metadata[") : -1]: value
-        for key, value in request.query_params.items()
-        if key.startswith("metadata[") and key.endswith("]")
-    }
+    wanted = _metadata_filter(request)
     store = store_of(request)
     with store.transaction() as tx:
         rows = [
@@ -123,6 +119,17 @@ def list_jobs(
     body = list_body(page)
     body["data"] = [jobs.public(row) for row in page.rows]
     return body
+
+
+def _metadata_filter(request: Request) -> dict[str, str]:
+    """The `metadata[key]=value` pairs asked for; none when the server is set to ignore them."""
+    if request.app.state.local.ignore_metadata_filter:
+        return {}
+    return {
+        key[len("metadata[") : -1]: value
+        for key, value in request.query_params.items()
+        if key.startswith("metadata[") and key.endswith("]")
+    }
 
 
 @router.get("/fine_tuning/jobs/{job_id}")
