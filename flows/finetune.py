@@ -2,13 +2,19 @@
 
 from __future__ import annotations
 
+from dataclasses import asdict
 from pathlib import Path
 from typing import Any, Literal
 
 from prefect import flow, get_run_logger
+from pydantic import BaseModel, create_model
 
+from ftpipe.dialogue_log import has_dialogues
+from ftpipe.estimate import cost_for
 from ftpipe.finetune.launch import LaunchOptions, LaunchRequest
 from ftpipe.flows.prepare_dataset import prepare_dataset
+from ftpipe.prepare.options import PrepareOptions
+from ftpipe.prepare.pipeline import PrepareFailed
 from ftpipe.registry import default_registry
 from ftpipe.settings import get_settings
 from ftpipe.tasks.backend import flow_backend
@@ -21,26 +27,38 @@ from ftpipe.tasks.finetune import (
     upload_file,
     wait_job,
 )
+from ftpipe.tasks.prepare import publish_report
+
+TrainingOptions: type[BaseModel] = create_model(
+    "TrainingOptions",
+    __doc__="How the job trains: LaunchOptions less the model, which the dataset options name.",
+    __module__=__name__,
+    **{
+        name: (info.annotation, info)
+        for name, info in LaunchOptions.model_fields.items()
+        if name != "model"
+    },  # type: ignore[call-overload]
+)
+
+
+def launch_options(options: PrepareOptions, training: BaseModel) -> LaunchOptions:
+    """One model for both halves: the job trains the model the dataset was checked against."""
+    return LaunchOptions(model=options.model, **training.model_dump())
+
+
+def cost_with_epochs(cost: dict[str, Any], model: str, n_epochs: int | str) -> dict[str, Any]:
+    """The estimate prepare made with the guide's default epochs, redone for chosen epochs."""
+    if not isinstance(n_epochs, int):
+        return cost
+    return asdict(cost_for(cost["examples"], cost["tokens_per_epoch"], model, n_epochs))
 
 
 @flow(name="finetune")
 def finetune(
     paths: list[str],
+    options: PrepareOptions = PrepareOptions(),
+    training: TrainingOptions = TrainingOptions(),  # type: ignore[valid-type]
     csv_text: str | None = None,
-    model: str = "gpt-4o-mini",
-    label: Literal["positive", "negative"] | None = None,
-    text_column: str | None = None,
-    label_column: str | None = None,
-    column_map: dict[str, str] | None = None,
-    system_instruction: str | None = None,
-    sentiments: list[Literal["positive", "negative", "neutral"]] | None = None,
-    redact: bool = False,
-    validation_share: float = 0.1,
-    suffix: str | None = None,
-    n_epochs: int | None = None,
-    batch_size: int | None = None,
-    learning_rate_multiplier: float | None = None,
-    seed: int | None = None,
     wait: bool = True,
     wait_timeout_minutes: float = 120.0,
     force: bool = False,
@@ -53,21 +71,11 @@ def finetune(
 
     Args:
         paths: CSV files or folders, dialogue logs (.json) or chat JSONL files.
+        options: How the inputs become examples, as for prepare_dataset; its model is the base
+            model to fine-tune.
+        training: Epochs, batch size, learning-rate multiplier ('auto' lets the endpoint
+            choose), the model-name suffix (at most 64 characters) and the training seed.
         csv_text: CSV given as text.
-        model: Base model to fine-tune.
-        label: Label mode: every text is answered with this label.
-        text_column: Label mode: the text column.
-        label_column: Label mode: the label column.
-        column_map: Roles to columns, e.g. {"user": "Q", "assistant": "A"}.
-        system_instruction: System message for CSV examples.
-        sentiments: Dialogues: keep only replies with these sentiments.
-        redact: Dialogues: redact e-mails, phones and card numbers.
-        validation_share: Share held out for validation (at most 1000 examples).
-        suffix: Added to the fine-tuned model's name.
-        n_epochs: Epochs; empty for the API's automatic choice.
-        batch_size: Batch size; empty for automatic.
-        learning_rate_multiplier: Learning-rate multiplier; empty for automatic.
-        seed: Training seed; empty for a random one.
         wait: Wait for the job to finish (the poll_jobs flow picks up jobs not waited for).
         wait_timeout_minutes: Stop waiting after this long; the job keeps running.
         force: Launch a new job even if this dataset and options already have one.
@@ -78,38 +86,16 @@ def finetune(
         dask_address: The scheduler of an existing Dask cluster (tcp://host:8786); needs
             task_runner dask.
     """
-    with flow_backend(model):
-        prepared = prepare_dataset(
-            paths=paths,
-            csv_text=csv_text,
-            model=model,
-            label=label,
-            text_column=text_column,
-            label_column=label_column,
-            column_map=column_map,
-            system_instruction=system_instruction,
-            sentiments=sentiments,
-            redact=redact,
-            validation_share=validation_share,
-            out_dir=out_dir,
-            task_runner=task_runner,
-            dask_address=dask_address,
-        )
-        training = upload_file(prepared["train"])
+    with flow_backend(options.model):
+        chosen = launch_options(options, training)
+        prepared = _prepare(paths, options, chosen, csv_text, out_dir, task_runner, dask_address)
+        training_file = upload_file(prepared["train"])
         validation = upload_file(prepared["validation"]) if prepared["validation"] else None
-        options = LaunchOptions(
-            model=model,
-            n_epochs=n_epochs or "auto",
-            batch_size=batch_size or "auto",
-            learning_rate_multiplier=learning_rate_multiplier or "auto",
-            suffix=suffix,
-            seed=seed,
-        )
         request = LaunchRequest(
             dataset_id=prepared["dataset_id"],
-            training_file=training.file_id,
+            training_file=training_file.file_id,
             validation_file=validation.file_id if validation else None,
-            options=options,
+            options=chosen,
             endpoint=endpoint(),
             sources=list(paths) + (["<csv text>"] if csv_text else []),
             description=description,
@@ -129,6 +115,34 @@ def finetune(
             "fine_tuned_model": record.fine_tuned_model,
             "cost": prepared["cost"],
         }
+
+
+def _prepare(
+    paths: list[str],
+    options: PrepareOptions,
+    chosen: LaunchOptions,
+    csv_text: str | None,
+    out_dir: str,
+    task_runner: Literal["threads", "dask"],
+    dask_address: str | None,
+) -> dict[str, Any]:
+    """The prepare_dataset sub-flow, its report and cost (for the chosen epochs) published on
+    this run's page too, where the README sends people to read them."""
+    try:
+        prepared = prepare_dataset(
+            paths=paths,
+            options=options,
+            csv_text=csv_text,
+            out_dir=out_dir,
+            task_runner=task_runner,
+            dask_address=dask_address,
+        )
+    except PrepareFailed as failed:
+        publish_report(failed.report)
+        raise
+    cost = cost_with_epochs(prepared["cost"], options.model, chosen.n_epochs)
+    publish_report({**prepared["report"], "cost": cost})
+    return {**prepared, "cost": cost}
 
 
 def default_dialogue_dir() -> str:
@@ -161,7 +175,7 @@ def finetune_dialogues(
         description: A note kept with the job.
     """
     with flow_backend(model):
-        if dialogues_dir is None and not any(Path(default_dialogue_dir()).rglob("*.json")):
+        if dialogues_dir is None and not has_dialogues(Path(default_dialogue_dir())):
             # The nightly run before anyone chatted is not a failure; a folder given by hand that
             # holds nothing still is, with its name in the error.
             get_run_logger().warning(
@@ -173,11 +187,8 @@ def finetune_dialogues(
                     "status": "skipped"}  # fmt: skip
         return finetune(
             paths=[dialogues_dir or default_dialogue_dir()],
-            model=model,
-            sentiments=sentiments,
-            redact=redact,
-            suffix=suffix,
-            n_epochs=n_epochs,
+            options=PrepareOptions(model=model, sentiments=sentiments, redact=redact),
+            training=TrainingOptions(suffix=suffix, n_epochs=n_epochs or "auto"),
             wait=wait,
             force=force,
             description=description,

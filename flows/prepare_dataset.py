@@ -2,6 +2,9 @@
 
 from __future__ import annotations
 
+import logging
+from collections.abc import Iterator
+from contextlib import contextmanager
 from typing import Any, Literal
 
 from prefect import flow
@@ -16,23 +19,14 @@ from ftpipe.tasks.prepare import (
     publish_report,
 )
 
+RUN_LOGGERS = ("prefect.flow_runs", "prefect.task_runs")
+
 
 @flow(name="prepare_dataset")
 def prepare_dataset(
     paths: list[str],
+    options: PrepareOptions = PrepareOptions(),
     csv_text: str | None = None,
-    model: str = "gpt-4o-mini",
-    label: Literal["positive", "negative"] | None = None,
-    text_column: str | None = None,
-    label_column: str | None = None,
-    column_map: dict[str, str] | None = None,
-    system_instruction: str | None = None,
-    sentiments: list[Literal["positive", "negative", "neutral"]] | None = None,
-    redact: bool = False,
-    truncate: bool = False,
-    validation_share: float = 0.1,
-    seed: int = 42,
-    max_rejects: int | None = None,
     out_dir: str = "data/processed",
     task_runner: Literal["threads", "dask"] = "threads",
     dask_address: str | None = None,
@@ -44,19 +38,9 @@ def prepare_dataset(
 
     Args:
         paths: CSV files, folders of CSVs or dialogue logs (.json), or chat JSONL files.
+        options: How the inputs become examples: model, label mode, columns, system message,
+            sentiments, redaction, truncation, the validation split and the rejects limit.
         csv_text: CSV given as text, in addition to (or instead of) the paths.
-        model: The model to fine-tune; sets the tokenizer and the per-example token limit.
-        label: Label mode: every text becomes an example answered with this label.
-        text_column: Label mode: the column holding the text.
-        label_column: Label mode: the column holding each row's label.
-        column_map: Roles to columns, e.g. {"user": "Q", "assistant": "A"}.
-        system_instruction: A system message for every CSV example.
-        sentiments: Dialogues: keep only exchanges whose reply has one of these sentiments.
-        redact: Dialogues: replace e-mail addresses, phone and card numbers.
-        truncate: Truncate examples over the token limit instead of rejecting them.
-        validation_share: Share of examples held out for validation (at most 1000).
-        seed: Seed of the deterministic train/validation split.
-        max_rejects: Fail when more rows are rejected (default: 10% of the input rows).
         out_dir: Where `<dataset-id>/` with the outputs is written. With a Dask cluster on
             other machines, give a path on storage every worker sees (as for the inputs).
         task_runner: threads: one task per file on threads of this process; dask: one task per
@@ -64,20 +48,6 @@ def prepare_dataset(
         dask_address: The scheduler of an existing Dask cluster (tcp://host:8786); needs
             task_runner dask.
     """
-    options = PrepareOptions(
-        model=model,
-        label=label,
-        text_column=text_column,
-        label_column=label_column,
-        column_map=column_map,
-        system_instruction=system_instruction,
-        sentiments=sentiments,
-        redact=redact,
-        truncate=truncate,
-        validation_share=validation_share,
-        seed=seed,
-        max_rejects=max_rejects,
-    )
     runner = make_task_runner(task_runner, dask_address)  # a wrong choice fails before reading
     plan = plan_dataset(paths, options, csv_text, out_dir)
     parts = prepare_sources(plan, runner)
@@ -94,4 +64,33 @@ def prepare_dataset(
         "validation": str(result.validation_path) if result.validation_path else None,
         "counts": result.report["counts"],
         "cost": result.report["cost"],
+        "report": result.report,
     }
+
+
+class _NoTracebackFor(logging.Filter):
+    """Errors with a plain message of their own are logged once, without Prefect's traceback."""
+
+    def __init__(self, kinds: tuple[type[BaseException], ...]) -> None:
+        super().__init__()
+        self.kinds = kinds
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        error = record.exc_info[1] if record.exc_info else None
+        if isinstance(error, self.kinds):
+            record.msg, record.args = f"{record.getMessage().splitlines()[0]} {error}", ()
+            record.exc_info, record.exc_text = None, None
+        return True
+
+
+@contextmanager
+def plain_errors(*kinds: type[BaseException]) -> Iterator[None]:
+    """While flows run in this process (CLI, facade), their logs state these errors in one line."""
+    quiet = _NoTracebackFor(kinds)
+    for name in RUN_LOGGERS:
+        logging.getLogger(name).addFilter(quiet)
+    try:
+        yield
+    finally:
+        for name in RUN_LOGGERS:
+            logging.getLogger(name).removeFilter(quiet)

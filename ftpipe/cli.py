@@ -2,28 +2,43 @@
 
 from __future__ import annotations
 
+import functools
+import inspect
 import logging
 import time
+import types
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from datetime import UTC, datetime
 from pathlib import Path
-from typing import TYPE_CHECKING, Annotated, Any, Literal
+from typing import TYPE_CHECKING, Annotated, Any, Literal, NoReturn, TypeVar, Union, get_args
 
 import openai
 import typer
+from pydantic import BaseModel, ValidationError
+from pydantic_core import PydanticUndefined
 from rich.console import Console
 
+from ftpipe import no_telemetry
+from ftpipe.finetune.launch import LaunchOptions
+from ftpipe.prepare.options import PrepareOptions
 from ftpipe.settings import get_settings
 
 if TYPE_CHECKING:
-    from ftpipe.prepare.options import PrepareOptions
+    from ftpipe.registry import JobRecord
 
 app = typer.Typer(
     help="Fine-tuning pipelines for OpenAI-compatible chat models.",
     no_args_is_help=True,
     pretty_exceptions_show_locals=False,
 )
-console = Console(soft_wrap=True, markup=False, highlight=False)  # paths may hold "[...]"
+# Printed as written: paths may hold "[...]" and model ids ":x:" (rich markup and emoji codes).
+console = Console(soft_wrap=True, markup=False, highlight=False, emoji=False)
+errors = Console(stderr=True, soft_wrap=True, markup=False, highlight=False, emoji=False)
 TaskRunnerName = Literal["threads", "dask"]
 DASK_ADDRESS_HELP = "Scheduler of an existing Dask cluster (tcp://host:8786); implies dask."
+WAIT_TIMEOUT_S = 120 * 60  # as the finetune flow's wait_timeout_minutes
+Command = TypeVar("Command", bound=Callable[..., Any])
 
 
 @app.callback()
@@ -31,8 +46,191 @@ def main(
     verbose: Annotated[bool, typer.Option("--verbose", "-v", help="Log debug details.")] = False,
 ) -> None:
     """Set up logging once for every command."""
+    no_telemetry()
     logging.basicConfig(level=logging.WARNING, format="%(asctime)s %(levelname)s %(message)s")
     logging.getLogger("ftpipe").setLevel(logging.DEBUG if verbose else logging.INFO)
+
+
+def fail(message: str, code: int = 1) -> NoReturn:
+    """One line on stderr and an exit status: what a user sees instead of a traceback."""
+    errors.print(message, style="red")
+    raise typer.Exit(code)
+
+
+def plain(error: BaseException) -> str:
+    """An API error as the endpoint's own words on one line, not the SDK's dict dump."""
+    if isinstance(error, openai.APIStatusError):
+        body = error.body if isinstance(error.body, dict) else {}
+        detail = body.get("error", body) if isinstance(body.get("error"), dict) else body
+        message = detail.get("message") if isinstance(detail, dict) else None
+        return f"{error.status_code} from {error.request.url}: {message or error.message}"
+    if isinstance(error, openai.APIConnectionError):
+        return f"cannot reach {error.request.url}: {error.message}"
+    return " ".join(str(error).split())
+
+
+# --- options generated from the pydantic models that the flows take --------------------------
+
+
+@dataclass(frozen=True)
+class Flag:
+    """How one model field is spelled on the command line, where the default will not do."""
+
+    name: str | None = None  # default: --field-name
+    kind: Any = None  # the CLI type, where the field's own is not one typer reads
+    parse: Callable[[Any], Any] | None = None  # CLI value -> field value
+    help: str | None = None  # default: the field's description
+    fallback: Callable[[], Any] | None = None  # the value when the option is not given
+
+
+@dataclass(frozen=True)
+class OptionGroup:
+    """A pydantic model whose fields become a command's options; the command gets the model."""
+
+    argument: str  # the command's parameter that receives the built model
+    model: type[BaseModel]
+    prefix: str  # Python names of the options, so two groups' `seed`s never clash
+    panel: str
+    flags: dict[str, Flag] = field(default_factory=dict)
+    exclude: frozenset[str] = frozenset()  # fields another group already gives
+
+    def fields(self) -> dict[str, Any]:
+        return {k: v for k, v in self.model.model_fields.items() if k not in self.exclude}
+
+    def flag(self, name: str) -> Flag:
+        return self.flags.get(name, Flag())
+
+    def option_name(self, name: str) -> str:
+        return self.flag(name).name or "--" + name.replace("_", "-")
+
+    def parameters(self) -> list[inspect.Parameter]:
+        """One keyword option per field: its type, default and description from the model."""
+        return [
+            inspect.Parameter(
+                f"{self.prefix}{name}",
+                inspect.Parameter.KEYWORD_ONLY,
+                default=_cli_default(info.default, self.flag(name)),
+                annotation=Annotated[
+                    kind,
+                    typer.Option(
+                        self.option_name(name),
+                        help=self.flag(name).help or info.description,
+                        rich_help_panel=self.panel,
+                        show_default=info.default not in (None, PydanticUndefined),
+                    ),
+                ],
+            )
+            for name, info in self.fields().items()
+            for kind in [self.flag(name).kind or _cli_type(info.annotation)]
+        ]
+
+    def build(self, values: dict[str, Any], command: str) -> BaseModel:
+        """Take this group's options out of `values` and validate them into the model."""
+        given: dict[str, Any] = {}
+        for name in self.fields():
+            value, flag = values.pop(f"{self.prefix}{name}"), self.flag(name)
+            if value is None and flag.fallback:
+                value = flag.fallback()
+            if value is not None:
+                given[name] = flag.parse(value) if flag.parse else value
+        try:
+            return self.model(**given)
+        except ValidationError as error:
+            first = error.errors()[0]
+            where = str(first["loc"][0]) if first["loc"] else ""
+            flag = self.option_name(where) if where in self.fields() else where
+            fail(f"ftpipe {command}: invalid option {flag}: {first['msg']}", 2)
+
+
+def _cli_type(annotation: Any) -> Any:
+    """The field's type as typer reads it: X | None is an optional X, and a union typer has no
+    parser for (int | 'auto') is read as text that the model then validates."""
+    if getattr(annotation, "__origin__", None) is Union or isinstance(annotation, types.UnionType):
+        members = [arg for arg in get_args(annotation) if arg is not type(None)]
+        if len(members) == 1:
+            return members[0] | None
+        return str | None if len(members) < len(get_args(annotation)) else str
+    return annotation
+
+
+def _cli_default(default: Any, flag: Flag) -> Any:
+    """The model's default, shown in --help; None where the command fills it in later."""
+    if default is PydanticUndefined or flag.fallback:
+        return None
+    return default
+
+
+def model_options(*groups: OptionGroup) -> Callable[[Command], Command]:
+    """Give a command the options of each group's model, and call it with the models built."""
+
+    def decorate(command: Command) -> Command:
+        own = inspect.signature(command, eval_str=True)
+        built = {group.argument for group in groups}
+        kept = [p for p in own.parameters.values() if p.name not in built]
+        parameters = kept + [p for group in groups for p in group.parameters()]
+
+        @functools.wraps(command)
+        def wrapper(**values: Any) -> Any:
+            for group in groups:
+                values[group.argument] = group.build(values, command.__name__)
+            return command(**values)
+
+        wrapper.__signature__ = own.replace(parameters=parameters)  # type: ignore[attr-defined]
+        wrapper.__annotations__ = {p.name: p.annotation for p in parameters}
+        return wrapper  # type: ignore[return-value]
+
+    return decorate
+
+
+def _column_map(values: list[str]) -> dict[str, str] | None:
+    """`--column user=Q --column assistant=A` as a role-to-column mapping."""
+    if not values:
+        return None
+    pairs = [value.partition("=") for value in values]
+    bad = [
+        value
+        for value, (_, sep, column) in zip(values, pairs, strict=True)
+        if not sep or not column
+    ]
+    if bad:
+        raise typer.BadParameter(f"expected ROLE=COLUMN, got {bad[0]!r}", param_hint="--column")
+    return {role.strip(): column.strip() for role, _, column in pairs}
+
+
+PREPARE_OPTIONS = OptionGroup(
+    argument="options",
+    model=PrepareOptions,
+    prefix="",
+    panel="Dataset options",
+    flags={
+        "model": Flag(fallback=lambda: get_settings().default_model),
+        "column_map": Flag(
+            "--column",
+            kind=list[str] | None,
+            parse=_column_map,
+            help="Explicit mapping ROLE=COLUMN (repeatable), e.g. --column user=Q "
+            "--column assistant=A; overrides the recognised column pairs.",
+        ),
+        "system_instruction": Flag("--system"),
+        "sentiments": Flag(
+            "--sentiment",
+            kind=list[str] | None,  # typer reads no list of choices; the model checks them
+            help="Dialogues: keep replies with this sentiment: positive, negative or neutral "
+            "(repeatable).",
+        ),
+    },
+)
+TRAINING_OPTIONS = OptionGroup(
+    argument="training",
+    model=LaunchOptions,
+    prefix="training_",
+    panel="Training options",
+    flags={
+        "n_epochs": Flag("--epochs"),
+        "seed": Flag("--training-seed", help="Training seed (default: the endpoint picks one)."),
+    },
+    exclude=frozenset({"model"}),  # the base model is the dataset options' --model
+)
 
 
 @app.command("local-api")
@@ -46,8 +244,7 @@ def local_api(
     try:
         serve_forever(get_settings(), host, port)
     except (ValueError, OSError) as error:
-        console.print(f"ftpipe local-api: {error}", style="red")
-        raise typer.Exit(2) from error
+        fail(f"ftpipe local-api: {error}", 2)
 
 
 @app.command()
@@ -77,27 +274,21 @@ def quickstart(
             poll_seconds=0.2,
         )
     except (RuntimeError, openai.APIError) as error:
-        console.print(f"{error}", style="red")
-        raise typer.Exit(1) from error
+        fail(plain(error))
 
 
-def _column_map(values: list[str] | None) -> dict[str, str] | None:
-    """`--column user=Q --column assistant=A` as a role-to-column mapping."""
-    if not values:
-        return None
-    pairs = [value.partition("=") for value in values]
-    bad = [
-        value
-        for value, (_, sep, column) in zip(values, pairs, strict=True)
-        if not sep or not column
-    ]
-    if bad:
-        raise typer.BadParameter(f"expected ROLE=COLUMN, got {bad[0]!r}", param_hint="--column")
-    return {role.strip(): column.strip() for role, _, column in pairs}
+def _plain_errors() -> tuple[type[BaseException], ...]:
+    """Errors whose message says it all: one line, never Prefect's traceback in the run logs."""
+    from ftpipe.errors import InputError
+    from ftpipe.finetune.poll import JobFailed, WaitTimeout
+
+    return (InputError, JobFailed, WaitTimeout, openai.APIError)
 
 
 @app.command()
+@model_options(PREPARE_OPTIONS)
 def prepare(
+    options: PrepareOptions,
     paths: Annotated[
         list[Path] | None,
         typer.Argument(help="CSV files or folders, dialogue logs (.json) or chat JSONL files."),
@@ -105,27 +296,7 @@ def prepare(
     out: Annotated[Path, typer.Option(help="Output root; the dataset goes to OUT/<id>/.")] = Path(
         "data/processed"
     ),
-    model: Annotated[str | None, typer.Option(help="Target model (tokenizer, limits).")] = None,
-    label: Annotated[
-        str | None, typer.Option(help="Label mode: answer every text with positive|negative.")
-    ] = None,
-    text_column: Annotated[str | None, typer.Option(help="Label mode: the text column.")] = None,
-    label_column: Annotated[str | None, typer.Option(help="Label mode: the label column.")] = None,
-    column: Annotated[
-        list[str] | None, typer.Option(help="Explicit mapping ROLE=COLUMN (repeatable).")
-    ] = None,
-    system: Annotated[str | None, typer.Option(help="System message for CSV examples.")] = None,
     csv_text: Annotated[str | None, typer.Option(help="CSV given as text.")] = None,
-    sentiment: Annotated[
-        list[str] | None, typer.Option(help="Dialogues: keep replies with this sentiment.")
-    ] = None,
-    redact: Annotated[bool, typer.Option(help="Dialogues: redact e-mails, phones, cards.")] = False,
-    truncate: Annotated[bool, typer.Option(help="Truncate over-long examples.")] = False,
-    validation_share: Annotated[float, typer.Option(help="Held-out share (max 1000).")] = 0.1,
-    seed: Annotated[int, typer.Option(help="Seed of the split.")] = 42,
-    max_rejects: Annotated[
-        int | None, typer.Option(help="Fail above this many rejected rows (default 10%).")
-    ] = None,
     task_runner: Annotated[
         TaskRunnerName | None,
         typer.Option(
@@ -136,40 +307,14 @@ def prepare(
     dask_address: Annotated[str | None, typer.Option(help=DASK_ADDRESS_HELP)] = None,
 ) -> None:
     """Validate CSV files or saved dialogues and write train/validation JSONL with a report."""
-    from pydantic import ValidationError
-
-    from ftpipe.errors import InputError
-    from ftpipe.prepare.options import PrepareOptions
-
     runner = _runner_choice(task_runner, dask_address)
-    try:
-        options = PrepareOptions(
-            model=model or get_settings().default_model,
-            label=label,  # type: ignore[arg-type]
-            text_column=text_column,
-            label_column=label_column,
-            column_map=_column_map(column),
-            system_instruction=system,
-            sentiments=sentiment,  # type: ignore[arg-type]
-            redact=redact,
-            truncate=truncate,
-            validation_share=validation_share,
-            seed=seed,
-            max_rejects=max_rejects,
-        )
-    except ValidationError as error:
-        first = error.errors()[0]
-        field = ".".join(str(part) for part in first["loc"])
-        console.print(f"ftpipe prepare: invalid option {field}: {first['msg']}", style="red")
-        raise typer.Exit(2) from error
     try:
         if runner is None:
             prepared = _prepare_here(paths or [], options, csv_text, out)
         else:
             prepared = _prepare_in_flow(paths or [], options, csv_text, out, runner, dask_address)
-    except InputError as error:
-        console.print(f"ftpipe prepare: {error}", style="red")
-        raise typer.Exit(1) from error
+    except _plain_errors() as error:
+        fail(f"ftpipe prepare: {plain(error)}")
     _print_prepared(*prepared)
 
 
@@ -199,7 +344,7 @@ def _prepare_here(
         DownloadColumn(),
         TimeRemainingColumn(),
     ]
-    with Progress(*columns, console=Console(stderr=True), transient=True) as bar:
+    with Progress(*columns, console=errors, transient=True) as bar:
         task = bar.add_task("preparing", total=None)
 
         def on_progress(source: str, done: int, total: int) -> None:
@@ -226,19 +371,18 @@ def _prepare_in_flow(
 ) -> Prepared:
     """The prepare_dataset flow, one task per file on threads or Dask."""
     _quiet_dask()
-    from ftpipe.errors import InputError
-    from ftpipe.flows.prepare_dataset import prepare_dataset
+    from ftpipe.flows.prefect_api import local_prefect
+    from ftpipe.flows.prepare_dataset import plain_errors, prepare_dataset
 
-    for name in ("prefect.flow_runs", "prefect.task_runs"):
-        logging.getLogger(name).addFilter(_NoTracebackFor((InputError,)))
-    result = prepare_dataset(
-        paths=[str(path) for path in paths],
-        csv_text=csv_text,
-        out_dir=str(out),
-        task_runner=task_runner,
-        dask_address=dask_address,
-        **options.model_dump(),
-    )
+    with local_prefect(), plain_errors(*_plain_errors()):
+        result = prepare_dataset(
+            paths=[str(path) for path in paths],
+            options=options,
+            csv_text=csv_text,
+            out_dir=str(out),
+            task_runner=task_runner,
+            dask_address=dask_address,
+        )
     return result["dataset_id"], result["counts"], result["cost"], result["out_dir"]
 
 
@@ -257,40 +401,33 @@ def _print_prepared(
         f"{counts['validation']} validation), {counts['rejected']} rows rejected, "
         f"{counts['duplicates_dropped']} duplicates dropped"
     )
+    _print_cost(cost)
+    console.print(f"outputs in {out_dir}")
+
+
+def _print_cost(cost: dict[str, Any]) -> None:
     console.print(
         f"estimated training cost on {cost['model']}: {cost['tokens_per_epoch']:,} tokens x "
         f"{cost['epochs']} epochs = {cost['billed_tokens']:,} billed tokens"
         + (f" = ${cost['usd']:.4f}" if cost["usd"] is not None else "")
     )
-    console.print(f"outputs in {out_dir}")
-
-
-class _NoTracebackFor(logging.Filter):
-    """Errors with a plain message of their own are printed once, without Prefect's traceback."""
-
-    def __init__(self, kinds: tuple[type[BaseException], ...]) -> None:
-        super().__init__()
-        self.kinds = kinds
-
-    def filter(self, record: logging.LogRecord) -> bool:
-        error = record.exc_info[1] if record.exc_info else None
-        if isinstance(error, self.kinds):
-            record.msg, record.args = f"{record.getMessage().splitlines()[0]} {error}", ()
-            record.exc_info, record.exc_text = None, None
-        return True
 
 
 @app.command()
+@model_options(PREPARE_OPTIONS, TRAINING_OPTIONS)
 def train(
-    paths: Annotated[list[Path], typer.Argument(help="CSV files/folders, dialogue logs, JSONL.")],
-    model: Annotated[str | None, typer.Option(help="Base model to fine-tune.")] = None,
-    suffix: Annotated[str | None, typer.Option(help="Added to the model's name.")] = None,
-    epochs: Annotated[int | None, typer.Option(help="Epochs (default: automatic).")] = None,
+    options: PrepareOptions,
+    training: LaunchOptions,
+    paths: Annotated[
+        list[Path] | None, typer.Argument(help="CSV files/folders, dialogue logs, JSONL.")
+    ] = None,
+    csv_text: Annotated[str | None, typer.Option(help="CSV given as text.")] = None,
     wait: Annotated[bool, typer.Option(help="Wait for the job and print the model.")] = False,
     force: Annotated[bool, typer.Option(help="Launch even if this dataset has a job.")] = False,
-    label: Annotated[str | None, typer.Option(help="Label mode: positive|negative.")] = None,
-    text_column: Annotated[str | None, typer.Option(help="Label mode: text column.")] = None,
     description: Annotated[str, typer.Option(help="A note kept with the job.")] = "",
+    out: Annotated[Path, typer.Option(help="Output root; the dataset goes to OUT/<id>/.")] = Path(
+        "data/processed"
+    ),
     task_runner: Annotated[
         TaskRunnerName | None,
         typer.Option(help="Prepare one task per file on threads (default) or on Dask."),
@@ -298,51 +435,114 @@ def train(
     dask_address: Annotated[str | None, typer.Option(help=DASK_ADDRESS_HELP)] = None,
 ) -> None:
     """Run the `finetune` flow: prepare, upload, launch (once), and optionally wait."""
-    from ftpipe.errors import InputError
-    from ftpipe.finetune.poll import JobFailed, WaitTimeout
     from ftpipe.flows.finetune import finetune
+    from ftpipe.flows.prefect_api import local_prefect
+    from ftpipe.flows.prepare_dataset import plain_errors
 
     runner = _runner_choice(task_runner, dask_address) or "threads"
     _quiet_dask()
-    plain = (InputError, JobFailed, WaitTimeout)
-    for name in ("prefect.flow_runs", "prefect.task_runs"):
-        logging.getLogger(name).addFilter(_NoTracebackFor(plain))
-
     try:
-        result = finetune(
-            paths=[str(path) for path in paths],
-            model=model or get_settings().default_model,
-            label=label,  # type: ignore[arg-type]
-            text_column=text_column,
-            suffix=suffix,
-            n_epochs=epochs,
-            wait=wait,
-            force=force,
-            description=description,
-            task_runner=runner,
-            dask_address=dask_address,
-        )
-    except (InputError, JobFailed, WaitTimeout, openai.APIError) as error:
-        console.print(f"ftpipe train: {error}", style="red")
-        raise typer.Exit(1) from error
+        with local_prefect(), plain_errors(*_plain_errors()):
+            result = finetune(
+                paths=[str(path) for path in paths or []],
+                options=options,
+                training=training.model_dump(exclude={"model"}),
+                csv_text=csv_text,
+                wait=False,  # waited for below, with a progress bar instead of a log per step
+                force=force,
+                description=description,
+                out_dir=str(out),
+                task_runner=runner,
+                dask_address=dask_address,
+            )
+    except _plain_errors() as error:
+        fail(f"ftpipe train: {plain(error)}")
+    _print_cost(result["cost"])
     note = (
         " (already launched for this dataset; --force makes a new one)" if result["reused"] else ""
     )
-    console.print(f"job {result['job_id']}: {result['status']}{note}")
-    if result["fine_tuned_model"]:
-        console.print(f"fine-tuned model: {result['fine_tuned_model']}")
+    if not wait:
+        console.print(f"job {result['job_id']}: {result['status']}{note}")
+        _print_how_to_follow(result["job_id"], result["status"])
+        return
+    record = _follow(result["job_id"])
+    console.print(f"job {record.job_id}: {record.status}{note}")
+    if record.fine_tuned_model:
+        console.print(f"fine-tuned model: {record.fine_tuned_model}")
+
+
+def _print_how_to_follow(job_id: str, status: str) -> None:
+    """A job launched without --wait keeps running; say where to look next."""
+    from ftpipe.jobs import TERMINAL
+
+    if status in TERMINAL:
+        console.print(f"see it with `ftpipe jobs show {job_id}`")
+        return
+    console.print(
+        f"follow it with `ftpipe jobs show {job_id}` (or `ftpipe jobs events {job_id}`); "
+        "`ftpipe jobs poll` refreshes every unfinished job"
+    )
+
+
+def _follow(job_id: str) -> JobRecord:
+    """Wait for the job with one progress bar (steps and live loss from its metrics events),
+    recording each status change in the registry as the flow's wait task does."""
+    from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn
+
+    from ftpipe.client import endpoint_id, make_client
+    from ftpipe.finetune.poll import wait_for_job
+    from ftpipe.jobs import job_ids_path
+    from ftpipe.registry import default_registry
+
+    client, registry, where = make_client(), default_registry(), endpoint_id()
+    columns = [TextColumn("{task.description}"), BarColumn(), MofNCompleteColumn()]
+    columns.append(TextColumn("{task.fields[loss]}"))
+    with Progress(*columns, console=errors) as bar:
+        steps = bar.add_task(f"{job_id} waiting", total=None, loss="")
+
+        def on_event(event: Any) -> None:
+            data = event.data or {}
+            if event.type == "metrics" and data.get("total_steps"):
+                loss = data.get("train_loss")
+                shown = f"loss {loss:.4f}" if isinstance(loss, int | float) else ""
+                bar.update(steps, completed=data["step"], total=data["total_steps"], loss=shown)
+
+        def on_status(job: Any) -> None:
+            registry.update_from_job(job, where)
+            bar.update(steps, description=f"{job.id} {job.status}")
+
+        try:
+            job = wait_for_job(
+                client, job_id, on_event=on_event, on_status=on_status, timeout=WAIT_TIMEOUT_S
+            )
+        except _plain_errors() as error:
+            bar.stop()
+            registry.export_job_ids(job_ids_path())
+            fail(f"ftpipe train: {plain(error)}")
+    record = registry.update_from_job(job, where)
+    registry.export_job_ids(job_ids_path())
+    return record
 
 
 jobs_app = typer.Typer(
     help="Fine-tuning jobs in the registry and on the endpoint.", no_args_is_help=True
 )
 app.add_typer(jobs_app, name="jobs")
+TIME_FIELDS = ("created_at", "finished_at")
+
+
+def iso_time(stamp: int | None) -> str | None:
+    """A Unix time as an ISO 8601 UTC date a person reads (the registry keeps the number)."""
+    if not stamp:
+        return None
+    return datetime.fromtimestamp(stamp, UTC).isoformat(timespec="seconds").replace("+00:00", "Z")
 
 
 def _job_row(record: object) -> dict[str, object]:
     from dataclasses import asdict
 
-    return asdict(record)  # type: ignore[call-overload]
+    row: dict[str, object] = asdict(record)  # type: ignore[call-overload]
+    return row | {name: iso_time(row.get(name)) for name in TIME_FIELDS}  # type: ignore[arg-type]
 
 
 @jobs_app.command("list")
@@ -352,21 +552,44 @@ def jobs_list(
     """Every job ftpipe ever launched, newest first."""
     import json
 
-    from rich.table import Table
-
     from ftpipe.registry import default_registry
 
     records = default_registry().jobs()
     if as_json:
         print(json.dumps([_job_row(r) for r in records], indent=2))
         return
-    table = Table("job", "status", "base model", "fine-tuned model", "dataset", "created")
-    for r in records:
-        created = time.strftime("%Y-%m-%d %H:%M", time.gmtime(r.created_at)) if r.created_at else ""
-        table.add_row(
-            r.job_id, r.status, r.base_model, r.fine_tuned_model or "", r.dataset_id or "", created
-        )
-    console.print(table)
+    rows = [_list_row(r) for r in records]
+    table = _jobs_table(rows)
+    unbounded = console.options.update_width(1_000_000)
+    if console.measure(table, options=unbounded).maximum <= console.width:
+        console.print(table)
+        return
+    for row in rows:  # too narrow for the table: one block per job, every id whole
+        console.print(f"{row['job']}  {row['status']}")
+        for label, value in list(row.items())[2:]:
+            if value:
+                console.print(f"  {label}: {value}")
+
+
+def _list_row(record: JobRecord) -> dict[str, str]:
+    created = iso_time(record.created_at) or ""
+    return {
+        "job": record.job_id,
+        "status": record.status,
+        "base model": record.base_model,
+        "fine-tuned model": record.fine_tuned_model or "",
+        "dataset": record.dataset_id or "",
+        "created": created.replace("T", " ")[:16],
+    }
+
+
+def _jobs_table(rows: list[dict[str, str]]) -> Any:
+    from rich.table import Table
+
+    table = Table(*(rows[0] if rows else ["job", "status"]))
+    for row in rows:
+        table.add_row(*row.values())
+    return table
 
 
 def _retrieve(job_id: str) -> object:
@@ -376,17 +599,14 @@ def _retrieve(job_id: str) -> object:
     client = make_client()
     try:
         job = client.fine_tuning.jobs.retrieve(job_id)
-    except openai.NotFoundError as error:
-        console.print(
-            f"ftpipe jobs: no fine-tuning job {job_id!r} on {client.base_url}", style="red"
-        )
-        raise typer.Exit(1) from error
+    except openai.NotFoundError:
+        fail(f"ftpipe jobs: no fine-tuning job {job_id!r} on {client.base_url}")
     return default_registry().update_from_job(job, endpoint_id())
 
 
 @jobs_app.command("show")
 def jobs_show(job_id: str) -> None:
-    """A job's current state (refreshed from the endpoint)."""
+    """A job's current state (refreshed from the endpoint), its times as ISO dates in UTC."""
     import json
 
     print(json.dumps(_job_row(_retrieve(job_id)), indent=2))
@@ -417,8 +637,7 @@ def jobs_cancel(job_id: str) -> None:
     try:
         job = client.fine_tuning.jobs.cancel(job_id)
     except openai.BadRequestError as error:
-        console.print(f"ftpipe jobs cancel: {error.message}", style="red")
-        raise typer.Exit(1) from error
+        fail(f"ftpipe jobs cancel: {error.message}")
     default_registry().update_from_job(job, endpoint_id())
     console.print(f"job {job.id}: {job.status}")
 
@@ -428,6 +647,7 @@ def jobs_poll() -> None:
     """Refresh every unfinished job of the current endpoint in the registry."""
     from ftpipe.client import endpoint_id, make_client
     from ftpipe.finetune.poll import refresh
+    from ftpipe.jobs import job_ids_path
     from ftpipe.registry import default_registry
 
     client, registry = make_client(), default_registry()
@@ -436,7 +656,7 @@ def jobs_poll() -> None:
     for record in active:
         fresh = refresh(client, registry, record.job_id, where)
         console.print(f"job {fresh.job_id}: {fresh.status} {fresh.fine_tuned_model or ''}")
-    registry.export_job_ids(get_settings().home / "job_ids.json")
+    registry.export_job_ids(job_ids_path())
     if not active:
         console.print("no unfinished jobs")
 
@@ -465,8 +685,7 @@ def ask(
             log=DialogueLog(default_log_path()) if log else None,
         )
     except openai.APIError as error:
-        console.print(f"ftpipe ask: {error}", style="red")
-        raise typer.Exit(1) from error
+        fail(f"ftpipe ask: {plain(error)}")
     print(reply.text)
 
 
@@ -492,8 +711,7 @@ def describe_image(
         else:
             description = vision.describe_image(client, path, prompt, model=chosen)
     except (InputError, vision.EndpointError, openai.APIError) as error:
-        console.print(f"ftpipe describe-image: {error}", style="red")
-        raise typer.Exit(1) from error
+        fail(f"ftpipe describe-image: {plain(error)}")
     print(description.text)
 
 
@@ -533,13 +751,13 @@ def sentiment_command(
 def demo() -> None:
     """Run the original module's main on the configured endpoint, printing each step."""
     from ftpipe.errors import InputError
+    from ftpipe.openai_model import FacadeError
     from ftpipe.openai_model import main as run_demo
 
     try:
         run_demo(echo=console.print)
-    except (InputError, openai.APIError) as error:
-        console.print(f"ftpipe demo: {error}", style="red")
-        raise typer.Exit(1) from error
+    except (InputError, FacadeError, openai.APIError) as error:
+        fail(f"ftpipe demo: {plain(error)}")
 
 
 @app.command()
@@ -559,12 +777,80 @@ def serve(
     serve_all(file or deployments_file(), limit=limit, echo=console.print)
 
 
+prefect_app = typer.Typer(
+    help="The long-lived local Prefect server that ad-hoc runs report to (when no "
+    "PREFECT_API_URL is set).",
+    no_args_is_help=True,
+)
+app.add_typer(prefect_app, name="prefect")
+
+
+@prefect_app.command("status")
+def prefect_status() -> None:
+    """Where ad-hoc runs report: the configured API, or ftpipe's local server if it runs."""
+    from ftpipe.flows.prefect_api import configured_api_url, find_server, prefect_home
+
+    configured = configured_api_url()
+    if configured:
+        console.print(f"PREFECT_API_URL is set: ad-hoc runs report to {configured}")
+        return
+    server = find_server()
+    if server is None:
+        console.print(f"no local Prefect server runs for {prefect_home()} (the next run starts it)")
+        raise typer.Exit(3)
+    console.print(f"local Prefect server: API {server.url}, UI {server.ui_url}, pid {server.pid}")
+
+
+@prefect_app.command("start")
+def prefect_start() -> None:
+    """Start the local Prefect server now (or find the running one)."""
+    from ftpipe.errors import InputError
+    from ftpipe.flows.prefect_api import ensure_server
+
+    try:
+        server = ensure_server()
+    except InputError as error:
+        fail(f"ftpipe prefect start: {error}")
+    console.print(f"local Prefect server: API {server.url}, UI {server.ui_url}")
+
+
+@prefect_app.command("stop")
+def prefect_stop() -> None:
+    """Stop the local Prefect server and everything it started."""
+    from ftpipe.flows.prefect_api import prefect_home, stop_server
+
+    server = stop_server()
+    if server is None:
+        console.print(f"no local Prefect server was announced in {prefect_home()}")
+        return
+    console.print(f"stopped the local Prefect server at {server.url} (pid {server.pid})")
+
+
+dialogues_app = typer.Typer(help="The dialogue log that chat writes.", no_args_is_help=True)
+app.add_typer(dialogues_app, name="dialogues")
+
+
+@dialogues_app.command("export")
+def dialogues_export(
+    target: Annotated[Path, typer.Argument(help="The JSON file to write (a list of turns).")],
+) -> None:
+    """Write the dialogue log in the earlier JSON-list format."""
+    from ftpipe.dialogue_log import DialogueLog, default_log_path
+    from ftpipe.errors import InputError
+
+    try:
+        turns = DialogueLog(default_log_path()).export_json(target)
+    except InputError as error:
+        fail(f"ftpipe dialogues export: {error}")
+    console.print(f"{turns} turns written to {target}")
+
+
 def run() -> None:
-    """The console script: errors that carry a plain message are shown as one line, exit 1."""
+    """The console script: errors that carry a plain message are one line on stderr, exit 1."""
     from ftpipe.errors import InputError
 
     try:
         app(prog_name="ftpipe")
     except (InputError, openai.OpenAIError) as error:
-        console.print(f"ftpipe: {error}", style="red")
-        raise SystemExit(1) from error
+        errors.print(f"ftpipe: {plain(error)}", style="red")
+        raise SystemExit(1) from None

@@ -8,18 +8,46 @@ quick methods work without any Prefect server.
 from __future__ import annotations
 
 import logging
+import time
+import warnings
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
 import openai
 
-from ftpipe import assistants, chat, resources, sentiment, vision
+from ftpipe import assistants, chat, no_telemetry, resources, sentiment, vision
 from ftpipe.client import endpoint_id, make_client
 from ftpipe.dialogue_log import DialogueLog, default_log_path
 from ftpipe.registry import JobRecord, default_registry
 from ftpipe.settings import get_settings
 
 log = logging.getLogger("ftpipe")
+
+
+class FacadeError(RuntimeError):
+    """A training method failed: the plain reason, with the flow's own error kept as `cause`
+    (its Prefect traceback is in the debug log, not chained onto this one)."""
+
+    def __init__(self, message: str, cause: BaseException | None = None) -> None:
+        super().__init__(message)
+        self.cause = cause
+
+
+def run_flow(flow: Callable[..., dict[str, Any]], **parameters: Any) -> dict[str, Any]:
+    """A flow run in this process on ftpipe's local Prefect API; any failure is one error."""
+    no_telemetry()
+    from ftpipe.errors import InputError
+    from ftpipe.finetune.poll import JobFailed, WaitTimeout
+    from ftpipe.flows.prefect_api import local_prefect
+    from ftpipe.flows.prepare_dataset import plain_errors
+
+    try:
+        with local_prefect(), plain_errors(InputError, JobFailed, WaitTimeout, openai.APIError):
+            return flow(**parameters)
+    except Exception as error:  # whatever failed, the facade user catches one error
+        log.debug("%s failed", getattr(flow, "name", flow), exc_info=error)
+        raise FacadeError(" ".join(str(error).split()) or type(error).__name__, error) from None
 
 
 class OpenAIModel:
@@ -68,19 +96,6 @@ class OpenAIModel:
 
     # -- chat ------------------------------------------------------------------------------
 
-    def _save_dialogue(
-        self, user_text: str, reply_text: str, sentiment_label: str | None = None
-    ) -> None:
-        """Append one exchange to the dialogue log that `dynamic_train` learns from."""
-        self.dialogue_log.record_exchange(
-            system=self.system_instruction,
-            user=user_text,
-            assistant=reply_text,
-            sentiment=sentiment_label,
-            model=self.model_name,
-            new_conversation=True,
-        )
-
     def determine_sentiment(self, text: str) -> str:
         """positive, negative or neutral, by the offline VADER analyser."""
         return sentiment.analyse(text)
@@ -102,8 +117,8 @@ class OpenAIModel:
             max_tokens=max_tokens,
             attempts=attempts,
             sentiment=sentiment.analyse,
+            log=self.dialogue_log,
         )
-        self._save_dialogue(question, reply.text, reply.sentiment)
         return reply.text
 
     # -- vision ----------------------------------------------------------------------------
@@ -134,32 +149,36 @@ class OpenAIModel:
         """Fine-tune on the saved dialogues (the loop closes); returns the job id."""
         from ftpipe.flows.finetune import finetune_dialogues
 
-        result = finetune_dialogues(
-            dialogues_dir=str(self.dialogue_log.path.parent), model=self.model_name, wait=wait
+        result = run_flow(
+            finetune_dialogues,
+            dialogues_dir=str(self.dialogue_log.path.parent),
+            model=self.model_name,
+            wait=wait,
         )
         return result["job_id"]
 
     def train(
         self,
-        data: str | None = None,
-        data_dir: str | None = None,
-        data_file: str | None = None,
+        data: str | Path | None = None,
+        data_dir: Path | str | None = None,
+        data_file: Path | str | None = None,
         positive: bool = True,
     ) -> str:
-        """Fine-tune on texts labelled positive (or negative): CSV text, a folder or a file."""
+        """Fine-tune on texts labelled positive (or negative): `data` is CSV text or the path of
+        a CSV file, as in the original; or a folder, or a file."""
         from ftpipe.flows.finetune import finetune
+        from ftpipe.prepare.options import PrepareOptions
 
-        paths = [p for p in (data_dir, data_file) if p]
-        if not paths and not data:
-            raise ValueError("train needs data (CSV text), data_dir or data_file")
-        result = finetune(
-            paths=paths,
-            csv_text=data,
+        csv_text, paths = _split_data(data)
+        paths += [str(p) for p in (data_dir, data_file) if p]
+        if not paths and not csv_text:
+            raise ValueError("train needs data (CSV text or a path), data_dir or data_file")
+        options = PrepareOptions(
             model=self.model_name,
             label="positive" if positive else "negative",
             system_instruction=self.system_instruction,
-            wait=False,
         )
+        result = run_flow(finetune, paths=paths, csv_text=csv_text, options=options, wait=False)
         return result["job_id"]
 
     def main(self) -> dict[str, Any]:
@@ -168,24 +187,43 @@ class OpenAIModel:
 
     def save_job_id(self, job_id: str, description: str, filename: str = "job_ids.json") -> Path:
         """Record the job with its description and write `filename` (under FTPIPE_HOME if
-        relative) as the original list of {id, description, created}."""
-        registry = default_registry()
-        job = self.client.fine_tuning.jobs.retrieve(job_id)
-        registry.update_from_job(job, endpoint_id())
-        record = registry.get(job_id)
-        assert record is not None
+        relative) as the original list of {id, description, created}. An id the endpoint does
+        not know is recorded all the same, with a warning, as the original did."""
+        registry, where = default_registry(), endpoint_id()
+        try:
+            job = self.client.fine_tuning.jobs.retrieve(job_id)
+        except openai.NotFoundError:
+            warnings.warn(
+                f"{self.client.base_url} does not know fine-tuning job {job_id!r}; "
+                "saving its id anyway",
+                stacklevel=2,
+            )
+            record = JobRecord(job_id, "unknown", self.model_name, created_at=int(time.time()))
+        else:
+            record = registry.update_from_job(job, where)
         registry.record(
             JobRecord(
                 job_id=job_id,
                 status=record.status,
                 base_model=record.base_model,
                 description=description,
+                created_at=record.created_at,
+                endpoint=where,
             )
         )
         path = Path(filename)
         path = path if path.is_absolute() else get_settings().home / path
         registry.export_job_ids(path)
         return path
+
+
+def _split_data(data: str | Path | None) -> tuple[str | None, list[str]]:
+    """The original's `data` is CSV text or a CSV file's path: (csv_text, paths)."""
+    if data is None:
+        return None, []
+    if isinstance(data, Path) or ("\n" not in data and Path(data).is_file()):
+        return None, [str(data)]
+    return data, []
 
 
 DEMO_QUESTIONS = (

@@ -49,6 +49,10 @@ class Ran:
     def lines(self) -> list[str]:
         return self.stdout.strip().splitlines()
 
+    @property
+    def errors(self) -> list[str]:
+        return self.stderr.strip().splitlines()
+
 
 def environment(home: Path, prefect_home: Path, api_url: str) -> dict[str, str]:
     """The caller's environment without ftpipe, OpenAI or Prefect settings, plus ours."""
@@ -143,8 +147,10 @@ def test_ask_with_no_log_leaves_no_dialogue_log(runs: dict[str, Ran]) -> None:
 def test_ask_with_an_unknown_model_exits_1_in_one_line(runs: dict[str, Ran]) -> None:
     run = runs["ask-unknown-model"]
     assert run.returncode == 1, run.output
-    [line] = run.lines
-    assert line.startswith("ftpipe ask:")
+    line = run.errors[-1]  # errors go to stderr, one line, after ftpipe's INFO log lines
+    assert run.stdout == ""
+    assert line.startswith("ftpipe ask: 404 from ")
+    assert sum("ftpipe ask" in each for each in run.errors) == 1
     assert "no-such-model" in line
     assert "Traceback" not in run.output
 
@@ -186,8 +192,10 @@ def test_describe_image_prints_a_description(runs: dict[str, Ran], name: str, si
 def test_describe_image_of_a_text_file_exits_1_in_one_line(runs: dict[str, Ran], name: str) -> None:
     run = runs[name]
     assert run.returncode == 1, run.output
-    [line] = run.lines
+    line = run.errors[-1]
+    assert run.stdout == ""
     assert line.startswith("ftpipe describe-image:")
+    assert sum("ftpipe describe-image" in each for each in run.errors) == 1
     assert "notes.png" in line
     assert "not an image" in line
     assert "Traceback" not in run.output

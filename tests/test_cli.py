@@ -14,6 +14,7 @@ from pathlib import Path
 import pytest
 
 from ftpipe.client import make_client
+from ftpipe.registry import JobRecord, default_registry
 
 from .conftest import SAMPLES, qa_examples, write_jsonl
 
@@ -129,5 +130,57 @@ def test_quickstart_reports_a_failed_job_plainly(isolated_env: Path, tmp_path: P
         check=False,
     )
     assert result.returncode == 1
-    assert "the file has 9 examples; at least 10 are required" in result.stdout
+    assert "the file has 9 examples; at least 10 are required" in result.stderr  # errors there
+    assert "at least 10 are required" not in result.stdout
     assert "Traceback" not in result.stdout + result.stderr
+
+
+def test_jobs_list_in_a_narrow_terminal_keeps_every_id_whole(isolated_env: Path) -> None:
+    """Ids are what people copy: never folded, cut or turned into emoji (":x:")."""
+    registry = default_registry()
+    jobs = {
+        f"ftjob-{index}abcdefghijklmnopqrstuvw": f"ft:gpt-4o-mini-2024-07-18:local:x:run{index}"
+        for index in range(2)
+    }
+    for job_id, model in jobs.items():
+        registry.record(
+            JobRecord(job_id, "succeeded", "gpt-4o-mini", fine_tuned_model=model, created_at=1)
+        )
+    for columns in ("60", "200"):
+        env = {**os.environ, "COLUMNS": columns}
+        result = subprocess.run(
+            ftpipe_command("jobs", "list"), env=env, capture_output=True, text=True, timeout=120
+        )
+        assert result.returncode == 0, result.stderr
+        words = set(result.stdout.replace("│", " ").split())
+        assert set(jobs) | set(jobs.values()) <= words, result.stdout
+        assert "1970-01-01 00:00" in result.stdout
+
+
+def test_jobs_show_prints_times_as_iso_dates(isolated_env: Path) -> None:
+    from ftpipe.cli import _job_row
+
+    record = JobRecord("ftjob-1", "succeeded", "gpt-4o-mini", created_at=86400, finished_at=None)
+    row = _job_row(record)
+    assert (row["created_at"], row["finished_at"]) == ("1970-01-02T00:00:00Z", None)
+
+
+def test_ftpipe_turns_prefect_telemetry_off_unless_asked(isolated_env: Path) -> None:
+    """Offline, a Prefect server that reports usage logs "Failed to send telemetry"."""
+    code = (
+        "from typer.testing import CliRunner; from ftpipe.cli import app; "
+        "assert CliRunner().invoke(app, ['sentiment', 'fine']).exit_code == 0; "
+        "from prefect.settings import get_current_settings; "
+        "import os; print(get_current_settings().server.analytics_enabled, "
+        "os.environ['DO_NOT_TRACK'])"
+    )
+    outside = {k: v for k, v in os.environ.items() if k not in TELEMETRY_VARS}
+    for env, expected in ((outside, "False 1"), ({**outside, **OPTED_IN}, "True 0")):
+        done = subprocess.run(
+            [sys.executable, "-c", code], env=env, capture_output=True, text=True, timeout=120
+        )
+        assert done.stdout.strip() == expected, done.stderr
+
+
+TELEMETRY_VARS = ("PREFECT_SERVER_ANALYTICS_ENABLED", "DO_NOT_TRACK")
+OPTED_IN = {"PREFECT_SERVER_ANALYTICS_ENABLED": "true", "DO_NOT_TRACK": "0"}

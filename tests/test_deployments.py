@@ -126,7 +126,11 @@ def test_api_started_finetune_run_completes_with_a_job_in_the_registry(
     deployment = served.deployment("ftpipe.flows.finetune.finetune")
     data = unique_csv_folder(tmp_path / "api-run")
     description = f"started through the API {uuid.uuid4().hex[:6]}"
-    parameters = {"paths": [str(data)], "suffix": "api-run", "description": description}
+    parameters = {
+        "paths": [str(data)],
+        "training": {"suffix": "api-run"},
+        "description": description,
+    }
     response = served.server.post(  # the request the UI's "Custom run" form sends
         f"/deployments/{deployment['id']}/create_flow_run",
         {"parameters": parameters, "state": {"type": "SCHEDULED"}},

@@ -411,3 +411,22 @@ def test_concurrent_threads_lose_nothing(tmp_path: Path, shared: bool) -> None:
     assert errors == []
     assert written(path) == expected(8, 10)
     assert len(conversations(log.path)) == 80
+
+
+def test_the_cli_exports_the_log_and_refuses_an_empty_one(tmp_path: Path) -> None:
+    from typer.testing import CliRunner
+
+    from ftpipe.cli import app
+    from ftpipe.dialogue_log import default_log_path
+
+    runner = CliRunner()
+    target = tmp_path / "export.json"
+    empty = runner.invoke(app, ["dialogues", "export", str(target)])
+    assert empty.exit_code == 1 and not target.exists()
+    DialogueLog(default_log_path()).record_exchange(
+        system=None, user="Hi", assistant="Hello", sentiment=None, model="m", new_conversation=True
+    )
+    done = runner.invoke(app, ["dialogues", "export", str(target)])
+    assert done.exit_code == 0, done.output
+    assert "3 turns written" in done.output
+    assert [turn["content"] for turn in json.loads(target.read_text())] == ["", "Hi", "Hello"]

@@ -27,7 +27,8 @@ from ftpipe.client import make_client
 from ftpipe.errors import InputError
 from ftpipe.finetune.launch import LaunchRefused
 from ftpipe.finetune.poll import WaitTimeout
-from ftpipe.flows.finetune import finetune, finetune_dialogues, poll_jobs
+from ftpipe.flows.finetune import TrainingOptions, finetune, finetune_dialogues, poll_jobs
+from ftpipe.prepare.options import PrepareOptions
 from ftpipe.registry import TERMINAL, default_registry
 from tests.conftest import SAMPLES
 
@@ -235,4 +236,88 @@ def test_a_refusal_fails_the_flow_plainly_without_retrying(
     [launch_run] = task_runs(state, "launch-fine-tuning-job")
     assert launch_run.state is not None and launch_run.state.is_failed()
     assert launch_run.run_count == 1
+    assert default_registry().jobs() == []
+
+
+def test_finetune_takes_every_prepare_option_and_launch_option(
+    isolated_env: Path, tmp_path: Path
+) -> None:
+    """The options that only `prepare` had (truncate, max_rejects, the split seed) reach the
+    dataset through finetune too; the training group reaches the job."""
+    options = PrepareOptions(truncate=True, max_rejects=1, seed=9, validation_share=0.0)
+    training = TrainingOptions(suffix="opts", batch_size=2, learning_rate_multiplier=0.5)
+    out_dir = tmp_path / "processed"
+    result = finetune(
+        paths=[CSV], options=options, training=training, out_dir=str(out_dir), wait=True
+    )
+
+    report = json.loads((out_dir / result["dataset_id"] / "report.json").read_text())
+    assert report["options"] == options.model_dump(mode="json")
+    [record] = default_registry().jobs()
+    assert record.options["suffix"] == "opts"
+    assert (record.options["batch_size"], record.options["learning_rate_multiplier"]) == (2, 0.5)
+    job = make_client().fine_tuning.jobs.retrieve(result["job_id"])
+    assert job.hyperparameters.batch_size == 2
+    assert ":opts:" in result["fine_tuned_model"]
+
+
+def test_the_run_page_shows_the_report_and_the_cost_for_the_chosen_epochs(
+    tmp_path: Path,
+) -> None:
+    """The report and the estimate are the finetune run's own artifacts, and the estimate
+    bills the epochs asked for, not the guide's default."""
+    out_dir = str(tmp_path / "processed")
+    default = finetune(paths=[CSV], out_dir=out_dir, wait=False)
+    state = finetune(
+        paths=[CSV],
+        training={"n_epochs": 7},  # as a deployment run sends it: JSON
+        out_dir=out_dir,
+        wait=False,
+        return_state=True,
+    )
+    assert state.is_completed(), state.message
+    cost = state.result()["cost"]
+    assert default["cost"]["epochs"] != 7
+    assert cost["epochs"] == 7
+    assert cost["billed_tokens"] == 7 * cost["tokens_per_epoch"]
+    assert cost["tokens_per_epoch"] == default["cost"]["tokens_per_epoch"]
+
+    rows = {
+        row["what"]: row["value"] for row in table_rows(artifact(state, "dataset-cost-estimate"))
+    }
+    assert (rows["epochs"], rows["billed tokens"]) == (7, cost["billed_tokens"])
+    report = artifact(state, "dataset-report").data
+    assert isinstance(report, str)
+    assert f"# Dataset {state.result()['dataset_id']}" in report
+    assert f"x 7 epochs = {cost['billed_tokens']:,} billed tokens" in report
+    assert table_rows(artifact(state, "dataset-rules"))
+
+
+def test_a_suffix_over_64_characters_is_refused_before_any_work(
+    isolated_env: Path, tmp_path: Path
+) -> None:
+    out_dir = tmp_path / "processed"
+    state = finetune(
+        paths=[CSV],
+        training={"suffix": "x" * 65},
+        out_dir=str(out_dir),
+        return_state=True,
+    )
+    assert state.is_failed()
+    assert "suffix" in (state.message or "")
+    assert "64 characters" in (state.message or "")
+    assert not out_dir.exists()
+    assert default_registry().jobs() == []
+
+
+def test_the_nightly_run_skips_a_dialogue_folder_with_only_an_empty_log(
+    isolated_env: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A log created but never written to is "no dialogues yet", not a failed run."""
+    monkeypatch.chdir(tmp_path)
+    folder = isolated_env / "dialogues"
+    folder.mkdir(parents=True)
+    (folder / "dialogues.json").touch()
+    result = finetune_dialogues()
+    assert result["status"] == "skipped" and result["job_id"] is None
     assert default_registry().jobs() == []

@@ -7,15 +7,18 @@ for the module; the quick methods need none.
 from __future__ import annotations
 
 import json
+import subprocess
+import sys
 from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
 from prefect.testing.utilities import prefect_test_harness
 
+from ftpipe import chat
 from ftpipe.dialogue_log import DialogueLog, default_log_path
 from ftpipe.errors import InputError
-from ftpipe.openai_model import DEMO_QUESTIONS, OpenAIModel, main
+from ftpipe.openai_model import DEMO_QUESTIONS, FacadeError, OpenAIModel, main
 from ftpipe.prepare.pipeline import prepare
 from ftpipe.registry import default_registry
 from tests.conftest import SAMPLES
@@ -139,7 +142,26 @@ def test_ask_logs_the_exchange_with_the_replys_sentiment(model: OpenAIModel) -> 
     assert user["content"] == question
     assert assistant["content"] == reply
     assert assistant["sentiment"] == model.determine_sentiment(reply) == "positive"
-    assert assistant["model"] == "gpt-4o-mini"
+    assert assistant["model"] == "gpt-4o-mini-2024-07-18"  # the one that answered, as in `ask`
+
+
+def test_ask_is_the_one_ask_sentiment_log_function(
+    model: OpenAIModel, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The facade hands its dialogue log to `chat.ask`, as the CLI and the task do."""
+    calls: list[dict] = []
+    real_ask = chat.ask
+
+    def spy(*args: object, **kwargs: object) -> chat.Reply:
+        calls.append(kwargs)
+        return real_ask(*args, **kwargs)  # type: ignore[arg-type]
+
+    monkeypatch.setattr(chat, "ask", spy)
+    model.ask("Is the café open?")
+    [call] = calls
+    assert call["log"] is model.dialogue_log
+    assert call["sentiment"] is not None
+    assert [turn["content"] for turn in user_turns(default_log_path())] == ["Is the café open?"]
 
 
 def test_ask_sends_the_system_instruction_and_options() -> None:
@@ -250,8 +272,11 @@ def test_dynamic_train_fine_tunes_on_the_saved_dialogues(model: OpenAIModel) -> 
 
 @pytest.mark.usefixtures("prefect_server")
 def test_train_on_a_csv_file_and_on_csv_text(model: OpenAIModel) -> None:
-    from_file = model.train(data_file=str(POSITIVE_FEEDBACK))
+    from_file = model.train(data_file=POSITIVE_FEEDBACK)  # a Path, as the original took
     assert_job_on_server(model, from_file)
+    assert model.train(data_file=str(POSITIVE_FEEDBACK)) == from_file  # the same dataset
+    assert model.train(data=POSITIVE_FEEDBACK) == from_file  # `data` may name the file too
+    assert model.train(data=str(POSITIVE_FEEDBACK)) == from_file
     texts = [f"Trip number {index} was a real pleasure" for index in range(12)]
     from_text = model.train(data="text\n" + "\n".join(texts))
     assert_job_on_server(model, from_text)
@@ -267,6 +292,39 @@ def test_train_on_a_csv_file_and_on_csv_text(model: OpenAIModel) -> None:
 def test_train_without_data_is_a_clear_error(model: OpenAIModel) -> None:
     with pytest.raises(ValueError, match="data"):
         model.train()
+
+
+@pytest.mark.usefixtures("prefect_server")
+def test_train_on_a_folder_given_as_a_path(model: OpenAIModel, tmp_path: Path) -> None:
+    folder = tmp_path / "feedback"
+    folder.mkdir()
+    (folder / "positive.csv").write_bytes(POSITIVE_FEEDBACK.read_bytes())
+    assert_job_on_server(model, model.train(data_dir=folder))
+
+
+@pytest.mark.usefixtures("prefect_server")
+def test_a_failed_training_is_one_plain_error(model: OpenAIModel, tmp_path: Path) -> None:
+    """Not the flow's and the task's chained tracebacks: one error whose text names the file."""
+    missing = tmp_path / "missing.csv"
+    with pytest.raises(FacadeError) as raised:
+        model.train(data_file=missing)
+    error = raised.value
+    assert str(error) == f"{missing}: does not exist"
+    assert error.__cause__ is None and error.__suppress_context__
+    assert isinstance(error.cause, InputError)
+    assert default_registry().jobs() == []
+
+
+def test_from_ftpipe_import_openai_model_and_import_ftpipe_stays_cheap() -> None:
+    code = (
+        "import sys, ftpipe; assert 'openai' not in sys.modules, 'import ftpipe loaded openai'; "
+        "from ftpipe import OpenAIModel; from ftpipe.openai_model import OpenAIModel as Real; "
+        "assert OpenAIModel is Real; print('ok')"
+    )
+    done = subprocess.run(
+        [sys.executable, "-c", code], capture_output=True, text=True, timeout=120, check=False
+    )
+    assert done.stdout.strip() == "ok", done.stderr
 
 
 @pytest.mark.usefixtures("prefect_server")
@@ -289,6 +347,20 @@ def test_save_job_id_writes_job_ids_json_and_the_registry(
     assert elsewhere == tmp_path / "ids.json"
     [entry] = [e for e in json.loads(elsewhere.read_text()) if e["id"] == job_id]
     assert entry["description"] == "renamed"
+
+
+def test_save_job_id_records_an_id_the_endpoint_does_not_know(
+    model: OpenAIModel, isolated_env: Path
+) -> None:
+    """As the original did: the id is saved (with a warning), not refused."""
+    with pytest.warns(UserWarning, match="ftjob-from-elsewhere"):
+        path = model.save_job_id("ftjob-from-elsewhere", "trained by hand")
+    entries = json.loads(path.read_text(encoding="utf-8"))
+    [entry] = [e for e in entries if e["id"] == "ftjob-from-elsewhere"]
+    assert entry["description"] == "trained by hand"
+    assert entry["created"]
+    record = default_registry().get("ftjob-from-elsewhere")
+    assert record is not None and record.description == "trained by hand"
 
 
 @pytest.mark.usefixtures("prefect_server")

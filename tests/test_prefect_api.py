@@ -123,3 +123,25 @@ def test_a_configured_api_url_is_used_and_nothing_is_started(home: Path) -> None
     )
     assert done.stdout.strip() == "http://127.0.0.1:9/api"
     assert not (home / ANNOUNCE_FILE).exists()
+
+
+def test_the_cli_starts_shows_and_stops_the_server(home: Path) -> None:
+    def ftpipe(*args: str) -> subprocess.CompletedProcess[str]:
+        return subprocess.run(
+            [sys.executable, "-m", "ftpipe", "prefect", *args],
+            env=environment(home),
+            capture_output=True,
+            text=True,
+            timeout=300,
+        )
+
+    assert ftpipe("status").returncode == 3
+    started = ftpipe("start")
+    assert started.returncode == 0, started.stderr
+    server = find_server(home)
+    assert server is not None and server.url in started.stdout
+    shown = ftpipe("status")
+    assert shown.returncode == 0 and server.ui_url in shown.stdout
+    stopped = ftpipe("stop")
+    assert stopped.returncode == 0 and f"pid {server.pid}" in stopped.stdout
+    assert not group_alive(server.pid)

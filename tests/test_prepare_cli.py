@@ -12,11 +12,15 @@ import subprocess
 import sys
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
 import pytest
+import typer
 from typer.testing import CliRunner
 
 from ftpipe.cli import app
+from ftpipe.finetune.launch import LaunchOptions
+from ftpipe.prepare.options import PrepareOptions
 from tests.conftest import SAMPLES
 
 REPO = Path(__file__).resolve().parents[1]
@@ -170,9 +174,74 @@ def test_error_message_is_printed_verbatim(tmp_path: Path, name: str, row: str) 
     result = CliRunner().invoke(app, ["prepare", str(source), "--out", str(tmp_path / "out")])
     assert result.exit_code == 1
     assert isinstance(result.exception, SystemExit), result.exception
-    lines = [line for line in result.output.splitlines() if line.strip()]
+    assert result.stdout == ""  # errors go to stderr
+    lines = [line for line in result.stderr.splitlines() if line.strip()]
     fields = row.count(",") + 1
     assert lines == [
         f"ftpipe prepare: {source}: line 3 has {fields} fields, expected 2 ({row!r}); "
         "quote cells that contain the delimiter"
     ]
+
+
+SPELLED = {  # fields whose flag is not --field-name; every other one is
+    "system_instruction": "--system",
+    "column_map": "--column",
+    "sentiments": "--sentiment",
+    "n_epochs": "--epochs",
+}
+
+
+def options_of(command: str) -> dict[str, Any]:
+    """The command's options as typer builds them for click, by flag."""
+    group: Any = typer.main.get_command(app)
+    params = group.commands[command].params
+    return {p.opts[0]: p for p in params if p.param_type_name == "option"}
+
+
+def flag(name: str) -> str:
+    return SPELLED.get(name, "--" + name.replace("_", "-"))
+
+
+@pytest.mark.parametrize("command", ["prepare", "train"])
+def test_every_prepare_option_is_a_flag_made_from_the_model(command: str) -> None:
+    """The flags come from PrepareOptions, so the CLI and the flows cannot drift."""
+    options = options_of(command)
+    for name, field in PrepareOptions.model_fields.items():
+        option = options[flag(name)]
+        if name not in ("column_map", "sentiments"):  # these two explain their own spelling
+            assert option.help == field.description, name
+        if name != "model":  # the CLI's default model is FTPIPE_DEFAULT_MODEL
+            assert option.default == field.default, name
+
+
+def test_train_has_every_training_option_and_keeps_the_split_seed_apart() -> None:
+    options = options_of("train")
+    for name, field in LaunchOptions.model_fields.items():
+        if name not in ("model", "seed"):
+            assert options[flag(name)].help == field.description, name
+    assert "--training-seed" in options  # --seed is the split's, as in `prepare`
+    assert options["--seed"].default == PrepareOptions.model_fields["seed"].default
+    for shared in ("--redact", "--truncate", "--max-rejects", "--csv-text", "--out"):
+        assert shared in options
+
+
+@pytest.mark.parametrize(
+    ("command", "args", "message"),
+    [
+        ("prepare", ["--column", "user=Q"], "invalid option --column: Value error, column_map"),
+        ("prepare", ["--sentiment", "happy"], "invalid option --sentiment: Input should be"),
+        ("prepare", ["--validation-share", "1"], "invalid option --validation-share:"),
+        ("train", ["--suffix", "x" * 65], "invalid option --suffix: String should have at most 64"),
+        ("train", ["--max-rejects", "-1"], "invalid option --max-rejects:"),
+    ],
+)
+def test_an_invalid_option_is_one_line_on_stderr_before_any_work(
+    tmp_path: Path, command: str, args: list[str], message: str
+) -> None:
+    out = tmp_path / "out"
+    result = CliRunner().invoke(app, [command, str(SAMPLES / "csv"), *args, "--out", str(out)])
+    assert result.exit_code == 2, result.output
+    assert result.stdout == ""
+    [line] = result.stderr.strip().splitlines()
+    assert line.startswith(f"ftpipe {command}: {message}")
+    assert not out.exists()

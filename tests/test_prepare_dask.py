@@ -163,7 +163,7 @@ def run_flow(inputs: Path, out: Path, **parameters: Any) -> Prepared:
     state = prepare_dataset(
         paths=[str(inputs)],
         out_dir=str(out),
-        max_rejects=MAX_REJECTS,
+        options=PrepareOptions(max_rejects=MAX_REJECTS),
         **parameters,
         return_state=True,
     )

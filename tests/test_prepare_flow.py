@@ -18,9 +18,11 @@ from prefect.client.schemas.filters import (
 from prefect.client.schemas.objects import Artifact
 from prefect.states import State
 from prefect.testing.utilities import prefect_test_harness
+from prefect.utilities.callables import parameter_schema
 
 from ftpipe.errors import InputError
 from ftpipe.flows.prepare_dataset import prepare_dataset
+from ftpipe.prepare.options import PrepareOptions
 from ftpipe.prepare.pipeline import PrepareFailed
 from tests.conftest import SAMPLES
 
@@ -71,7 +73,15 @@ def test_flow_prepares_the_sample_and_publishes_artifacts(tmp_path: Path) -> Non
     state = run_flow(paths=[str(SAMPLES / "csv")], out_dir=str(tmp_path))
     assert state.is_completed(), state.message
     result = state.result()
-    assert set(result) == {"dataset_id", "out_dir", "train", "validation", "counts", "cost"}
+    assert set(result) == {
+        "dataset_id",
+        "out_dir",
+        "train",
+        "validation",
+        "counts",
+        "cost",
+        "report",
+    }
     out_dir = tmp_path / result["dataset_id"]
     assert Path(result["out_dir"]) == out_dir
     assert Path(result["train"]) == out_dir / "train.jsonl"
@@ -83,6 +93,7 @@ def test_flow_prepares_the_sample_and_publishes_artifacts(tmp_path: Path) -> Non
     report = json.loads((out_dir / "report.json").read_text(encoding="utf-8"))
     assert report["counts"] == counts
     assert report["cost"] == result["cost"]
+    assert report == result["report"]
 
     artifacts = artifacts_of(state)
     assert set(artifacts) == set(KEYS)
@@ -113,13 +124,8 @@ def test_flow_prepares_the_sample_and_publishes_artifacts(tmp_path: Path) -> Non
 
 def test_flow_passes_its_options_through(tmp_path: Path) -> None:
     reviews = SAMPLES / "reviews" / "reviews.csv"
-    state = run_flow(
-        paths=[str(reviews)],
-        label="negative",
-        validation_share=0.0,
-        seed=7,
-        out_dir=str(tmp_path),
-    )
+    options = PrepareOptions(label="negative", validation_share=0.0, seed=7)
+    state = run_flow(paths=[str(reviews)], options=options, out_dir=str(tmp_path))
     assert state.is_completed(), state.message
     result = state.result()
     assert result["validation"] is None
@@ -129,6 +135,39 @@ def test_flow_passes_its_options_through(tmp_path: Path) -> None:
     assert report["options"]["seed"] == 7
     lines = Path(result["train"]).read_text(encoding="utf-8").splitlines()
     assert {json.loads(line)["messages"][-1]["content"] for line in lines} == {"negative"}
+
+
+def test_the_options_parameter_is_the_prepare_options_model() -> None:
+    """The UI draws its form from the flow's schema: one typed group with every option."""
+    schema = parameter_schema(prepare_dataset.fn).model_dump()
+    assert set(schema["properties"]) == {
+        "paths",
+        "options",
+        "csv_text",
+        "out_dir",
+        "task_runner",
+        "dask_address",
+    }
+    form = schema["definitions"]["PrepareOptions"]["properties"]
+    assert set(form) == set(PrepareOptions.model_fields)
+    for name, field in PrepareOptions.model_fields.items():
+        assert form[name]["description"] == field.description
+    assert form["max_rejects"]["anyOf"][0]["minimum"] == 0
+
+
+def test_options_given_as_json_like_a_deployment_run_are_validated(tmp_path: Path) -> None:
+    """A deployment or UI run sends the options as JSON; they become the model, checked."""
+    reviews = SAMPLES / "reviews" / "reviews.csv"
+    options = {"label": "positive", "validation_share": 0.0, "truncate": True, "max_rejects": 0}
+    state = run_flow(paths=[str(reviews)], options=options, out_dir=str(tmp_path / "ok"))
+    assert state.is_completed(), state.message
+    report = state.result()["report"]
+    assert report["options"] == PrepareOptions(**options).model_dump(mode="json")
+
+    bad = run_flow(paths=[str(reviews)], options={"validation_share": 2}, out_dir=str(tmp_path))
+    assert bad.is_failed()
+    assert "validation_share" in (bad.message or "")
+    assert [path.name for path in tmp_path.iterdir()] == ["ok"]  # the bad run wrote nothing
 
 
 def test_flow_fails_on_unreadable_input(tmp_path: Path) -> None:

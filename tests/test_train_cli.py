@@ -20,13 +20,17 @@ import pytest
 from prefect.settings import PREFECT_API_URL
 from prefect.testing.utilities import prefect_test_harness
 
+from ftpipe.local_api.server import start_in_thread
 from ftpipe.registry import Registry
+from ftpipe.settings import LocalApiSettings
 
 REPO = Path(__file__).resolve().parents[1]
 JOB_LINE = re.compile(r"^job (ftjob-\S+): (\w+)(.*)$", re.MULTILINE)
 MODEL_LINE = re.compile(r"^fine-tuned model: (ft:\S+)$", re.MULTILINE)
 ALREADY = "already launched for this dataset; --force makes a new one"
 UNKNOWN = "ftjob-unknown"
+ISO_UTC = re.compile(r"^\d{4}-\d\d-\d\dT\d\d:\d\d:\d\dZ$")
+PROGRESS = re.compile(r"^(ftjob-\S+) succeeded .* (\d+)/\2 loss \d+\.\d{4}$", re.MULTILINE)
 
 pytestmark = pytest.mark.slow
 
@@ -40,6 +44,11 @@ class Ran:
     @property
     def output(self) -> str:
         return self.stdout + self.stderr
+
+    @property
+    def last_error(self) -> str:
+        """The last line on stderr: where an error is stated, once."""
+        return self.stderr.strip().splitlines()[-1]
 
     @property
     def job(self) -> tuple[str, str, str]:
@@ -102,16 +111,26 @@ def runs(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Runs]:
     root = tmp_path_factory.mktemp("train-cli")
     prefect_home = root / "prefect"
     prefect_home.mkdir()
-    homes = {name: root / f"home-{name}" for name in ("csv", "dialogues", "refused")}
+    names = ("csv", "dialogues", "refused", "nowait", "denied")
+    homes = {name: root / f"home-{name}" for name in names}
+    guarded = start_in_thread(root / "guarded", local=LocalApiSettings(api_key="right-key"))
     with prefect_test_harness(server_startup_timeout=120):
         url = str(PREFECT_API_URL.value())
         env = {name: environment(home, prefect_home, url) for name, home in homes.items()}
         env["refused"]["FTPIPE_LOCAL_REFUSE_FINE_TUNING"] = "true"
-        csv = env["csv"]
+        env["denied"] |= {"OPENAI_BASE_URL": guarded.base_url, "OPENAI_API_KEY": "wrong-key"}
+        csv, jsonl = env["csv"], "data/samples/ferry_support.jsonl"
+        nowait = ["train", jsonl, "--epochs", "2", "--out", str(root / "out-nowait")]
         ran = run_together(
             {
                 "first": (["train", "data/samples/csv", "--wait"], csv),
-                "refused": (["train", "data/samples/ferry_support.jsonl"], env["refused"]),
+                "refused": (["train", jsonl], env["refused"]),
+                "nowait": (nowait, env["nowait"]),
+                "denied-train": (
+                    ["train", jsonl, "--out", str(root / "out-denied")],
+                    env["denied"],
+                ),
+                "denied-models": (["models"], env["denied"]),
             }
         )
         first = ran["first"].job[0] if ran["first"].returncode == 0 else "ftjob-missing"
@@ -124,15 +143,22 @@ def runs(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Runs]:
                 "unknown": (["jobs", "show", UNKNOWN], csv),
             }
         )
+        dialogues = ["train", "data/samples/dialogues", "--wait", "--redact"]
+        dialogues += ["--out", str(root / "out-dialogues")]
         ran |= run_together(
             {
                 "force": (["train", "data/samples/csv", "--wait", "--force"], csv),
-                "dialogues": (["train", "data/samples/dialogues", "--wait"], env["dialogues"]),
+                "dialogues": (dialogues, env["dialogues"]),
             }
         )
         ran |= run_together(
-            {"list": (["jobs", "list", "--json"], csv), "poll": (["jobs", "poll"], csv)}
+            {
+                "list": (["jobs", "list", "--json"], csv),
+                "poll": (["jobs", "poll"], csv),
+                "narrow": (["jobs", "list"], csv | {"COLUMNS": "60"}),
+            }
         )
+    guarded.stop()
     yield Runs(homes, ran)
 
 
@@ -148,6 +174,62 @@ def test_train_waits_and_prints_the_job_and_model(runs: Runs) -> None:
     assert note == ""
     assert run.model.startswith("ft:gpt-4o-mini-2024-07-18:local:")
     assert_no_traceback(run)
+
+
+def test_train_wait_shows_one_progress_bar_not_a_line_per_step(runs: Runs) -> None:
+    run = runs["first"]
+    assert run.returncode == 0, run.output
+    [bar] = PROGRESS.findall(run.stderr)  # steps done of all, and the latest training loss
+    assert bar[0] == run.job[0]
+    assert int(bar[1]) > 1
+    assert "Step 1/" not in run.output  # the job's events are not logged one by one
+    assert "training loss=" not in run.output
+
+
+def test_train_without_wait_says_how_to_follow_the_job(runs: Runs) -> None:
+    run = runs["nowait"]
+    assert run.returncode == 0, run.output
+    job_id, _, _ = run.job
+    assert f"ftpipe jobs show {job_id}" in run.stdout
+    assert "ftpipe jobs poll" in run.stdout
+
+
+def test_train_estimates_the_cost_for_the_epochs_asked_for(runs: Runs) -> None:
+    run = runs["nowait"]
+    assert run.returncode == 0, run.output
+    [line] = [line for line in run.stdout.splitlines() if line.startswith("estimated training")]
+    assert " x 2 epochs = " in line
+    record = Registry(f"sqlite:///{runs.homes['nowait'].resolve()}/registry.sqlite3").jobs()[0]
+    assert record.options["n_epochs"] == 2
+
+
+def test_train_redacts_when_asked(runs: Runs) -> None:
+    run = runs["dialogues"]
+    assert run.returncode == 0, run.output
+    [report] = (runs.homes["dialogues"].parent / "out-dialogues").glob("*/report.json")
+    assert json.loads(report.read_text())["options"]["redact"] is True
+
+
+def test_an_api_error_is_one_line_on_stderr_without_a_traceback(runs: Runs) -> None:
+    for name, prefix in (
+        ("denied-train", "ftpipe train: 401 from "),
+        ("denied-models", "ftpipe: 401 from "),
+    ):
+        run = runs[name]
+        assert run.returncode == 1, run.output
+        assert run.last_error.startswith(prefix), run.output
+        assert "Incorrect API key" in run.last_error
+        assert_no_traceback(run)
+        assert "401" not in run.stdout
+
+
+def test_jobs_list_in_a_narrow_terminal_prints_every_id_whole(runs: Runs) -> None:
+    run = runs["narrow"]
+    assert run.returncode == 0, run.output
+    words = set(run.stdout.split())
+    for job in json.loads(runs["list"].stdout):
+        assert job["job_id"] in words
+        assert job["fine_tuned_model"] in words
 
 
 def test_train_again_reuses_the_job(runs: Runs) -> None:
@@ -193,6 +275,7 @@ def test_jobs_show_prints_the_refreshed_job(runs: Runs) -> None:
     assert job["status"] == "succeeded"
     assert job["fine_tuned_model"] == runs["first"].model
     assert job["trained_tokens"] > 0
+    assert ISO_UTC.match(job["created_at"]) and ISO_UTC.match(job["finished_at"])
 
 
 def test_jobs_events_prints_the_history_oldest_first(runs: Runs) -> None:
@@ -213,7 +296,8 @@ def test_jobs_poll_has_nothing_unfinished(runs: Runs) -> None:
 def test_cancelling_a_finished_job_is_refused_clearly(runs: Runs) -> None:
     cancel = runs["cancel"]
     assert cancel.returncode == 1, cancel.output
-    [line] = cancel.stdout.strip().splitlines()
+    assert cancel.stdout == ""
+    line = cancel.last_error  # after ftpipe's INFO log lines
     assert line.startswith("ftpipe jobs cancel:")
     assert runs["first"].job[0] in line
     assert "already succeeded" in line
@@ -223,7 +307,8 @@ def test_cancelling_a_finished_job_is_refused_clearly(runs: Runs) -> None:
 def test_showing_an_unknown_job_names_it_in_one_line(runs: Runs) -> None:
     unknown = runs["unknown"]
     assert unknown.returncode == 1, unknown.output
-    [line] = unknown.stdout.strip().splitlines()
+    assert unknown.stdout == ""
+    line = unknown.last_error
     assert UNKNOWN in line
     assert line.startswith("ftpipe jobs: no fine-tuning job")
     assert_no_traceback(unknown)
@@ -240,7 +325,8 @@ def test_train_on_dialogues(runs: Runs) -> None:
 def test_a_refused_launch_exits_1_with_a_plain_message(runs: Runs) -> None:
     refused = runs["refused"]
     assert refused.returncode == 1, refused.output
-    [line] = refused.stdout.strip().splitlines()
+    assert "refused" not in refused.stdout
+    line = refused.last_error
     assert line.startswith("ftpipe train: fine-tuning:")
     for words in ("refused to create a fine-tuning job", "wound down", "OPENAI_BASE_URL"):
         assert words in line
