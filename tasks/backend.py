@@ -30,6 +30,7 @@ from pydantic import SecretStr
 from ftpipe.client import describe_backend
 from ftpipe.errors import InputError
 from ftpipe.settings import Backend, Settings, get_settings, overridden
+from ftpipe.tasks.logs import send_ftpipe_logs_to_runs
 
 BACKEND_VARIABLE = "ftpipe_backend"  # a Prefect variable: local, openai or azure
 # Settings field -> the Secret block that may hold it (README: "Secrets").
@@ -53,6 +54,7 @@ def is_deployed_run() -> bool:
 @contextmanager
 def flow_backend(model: str | None = None) -> Iterator[Settings]:
     """The run's settings, with its backend and keys resolved, for the body of a flow."""
+    send_ftpipe_logs_to_runs()
     settings = get_settings()
     logger = get_run_logger()
     overrides: dict[str, Any] = {}

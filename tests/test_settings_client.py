@@ -71,3 +71,51 @@ def test_bad_job_speed_is_a_clear_error(monkeypatch: pytest.MonkeyPatch) -> None
     monkeypatch.setenv("FTPIPE_LOCAL_JOB_SPEED", "fast")
     with pytest.raises(ValueError, match="job speed 'fast'"):
         get_settings().local  # noqa: B018
+
+
+def test_every_setting_comes_through_settings_so_dotenv_reaches_it(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """FTPIPE_DATABASE_URL, FTPIPE_ASSISTANTS_FILE and FTPIPE_EXPECTATIONS_DIR used to be read
+    from os.environ directly, so a .env file never set them."""
+    from ftpipe.assistants import catalogue_path
+    from ftpipe.prepare.expectations import expectations_dir
+    from ftpipe.registry import database_url
+
+    for name in ("FTPIPE_DATABASE_URL", "FTPIPE_ASSISTANTS_FILE", "FTPIPE_EXPECTATIONS_DIR"):
+        monkeypatch.delenv(name, raising=False)
+    dotenv = tmp_path / ".env"
+    dotenv.write_text(
+        f"FTPIPE_DATABASE_URL=sqlite:///{tmp_path}/jobs.sqlite3\n"
+        f"FTPIPE_ASSISTANTS_FILE={tmp_path}/assistants.json\n"
+        f"FTPIPE_EXPECTATIONS_DIR={tmp_path}/suites\n",
+        encoding="utf-8",
+    )
+    from_file = Settings(_env_file=dotenv)  # type: ignore[call-arg]
+    assert database_url(from_file) == f"sqlite:///{tmp_path}/jobs.sqlite3"
+    monkeypatch.setattr("ftpipe.settings.get_settings", lambda: from_file)
+    monkeypatch.setattr("ftpipe.assistants.get_settings", lambda: from_file)
+    monkeypatch.setattr("ftpipe.prepare.expectations.get_settings", lambda: from_file)
+    assert catalogue_path() == tmp_path / "assistants.json"
+    assert expectations_dir() == tmp_path / "suites"
+
+
+def test_the_shipped_data_files_are_the_defaults() -> None:
+    from ftpipe import resources
+    from ftpipe.assistants import catalogue_path
+    from ftpipe.prepare.expectations import expectations_dir
+
+    assert catalogue_path() == resources.assistants_file()
+    assert expectations_dir() == resources.expectations_dir()
+    assert (expectations_dir() / "column_pairs.json").is_file()
+
+
+def test_a_missing_configured_catalogue_is_an_error_not_an_empty_list(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    from ftpipe.assistants import load_catalogue
+    from ftpipe.errors import InputError
+
+    monkeypatch.setenv("FTPIPE_ASSISTANTS_FILE", str(tmp_path / "nope.json"))
+    with pytest.raises(InputError, match=r"nope\.json"):
+        load_catalogue()
