@@ -73,6 +73,30 @@ class LocalApiSettings(BaseSettings):
     max_part_bytes: int = Field(64 * 1024**2, gt=0, description="Per-part limit of uploads.")
     max_upload_bytes: int = Field(8 * 1024**3, gt=0, description="Total limit of one upload.")
 
+    engine: Literal["auto", "real", "stand-in"] = Field(
+        "auto",
+        description="Which engine trains and answers: 'real' (transformers + peft + trl, the "
+        "train extra), 'stand-in' (the deterministic stand-in for fast pipeline tests), or "
+        "'auto': real wherever the train extra is installed.",
+    )
+    base_models: dict[str, str] = Field(
+        default_factory=dict,
+        description="Extra base models for the real engine, id -> local folder or Hugging Face "
+        "id already pulled (`ftpipe models pull`), e.g. "
+        '\'{"qwen2.5-0.5b-instruct": "/models/Qwen2.5-0.5B-Instruct"}\'.',
+    )
+    training_device: Literal["auto", "cpu", "cuda"] = Field(
+        "auto", description="Where real training runs: CUDA when present, else the CPU."
+    )
+    training_threads: int = Field(1, ge=1, description="CPU threads per training worker.")
+    max_parallel_jobs: int = Field(1, ge=1, description="Training workers at the same time.")
+    inference_threads: int = Field(1, ge=1, description="CPU threads of the inference worker.")
+    max_adapters: int = Field(4, ge=1, description="Fine-tuned adapters kept loaded per base.")
+    max_engines: int = Field(2, ge=1, description="Base or full models kept loaded at once.")
+    default_max_tokens: int = Field(
+        512, ge=1, description="Completion length when a request to a real model sets none."
+    )
+
     @field_validator("job_speed")
     @classmethod
     def _check_speed(cls, value: str) -> str:
