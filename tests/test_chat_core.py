@@ -7,8 +7,6 @@ import json
 import logging
 import threading
 from collections.abc import Iterator
-from datetime import UTC, datetime, timedelta
-from email.utils import format_datetime
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
 from typing import Any
@@ -257,16 +255,6 @@ def test_a_retry_after_beyond_two_minutes_is_not_waited_for(recorder: Any) -> No
     with pytest.raises(openai.RateLimitError):
         ask(strict_client(server.base_url), "Hi", model=MODEL, attempts=4)
     assert len(server.requests) == 1
-
-
-def test_retry_after_reads_milliseconds_seconds_and_dates() -> None:
-    assert retry.retry_after({"retry-after-ms": "250", "retry-after": "9"}) == 0.25
-    assert retry.retry_after({"retry-after": "1.5"}) == 1.5
-    soon = format_datetime(datetime.now(UTC) + timedelta(seconds=30), usegmt=True)
-    wait = retry.retry_after({"retry-after": soon})
-    assert wait is not None and 25 < wait <= 30
-    assert retry.retry_after({"retry-after": "soon"}) is None
-    assert retry.retry_after({}) is None
 
 
 def test_attempts_must_be_positive(client: openai.OpenAI) -> None:

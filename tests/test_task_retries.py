@@ -22,19 +22,7 @@ from ftpipe.tasks.common import is_infrastructure_failure
 from ftpipe.vision import EndpointError
 from tests.conftest import strict_client
 from tests.test_chat_core import Recorder, error
-
-REQUEST = httpx.Request("POST", "http://127.0.0.1/v1/chat/completions")
-
-
-def status_error(
-    kind: type[openai.APIStatusError],
-    status: int,
-    code: str | None = None,
-    headers: dict[str, str] | None = None,
-) -> openai.APIStatusError:
-    body = {"message": "x", "type": "requests", "param": None, "code": code}
-    response = httpx.Response(status, request=REQUEST, headers=headers, json={"error": body})
-    return kind("x", response=response, body=body)
+from tests.test_retry import REQUEST, status_error
 
 
 def test_api_failures_are_never_retried_by_prefect() -> None:
