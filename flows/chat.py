@@ -32,7 +32,7 @@ def chat(
     csv_path: str | None = None,
     column: str = "message",
     system_instruction: str | None = None,
-    model: str = "gpt-4o-mini",
+    model: str | None = None,
     concurrency: int = 16,
     attempts: int = 5,
     log_dialogues: bool = True,
@@ -45,14 +45,17 @@ def chat(
         csv_path: A CSV file whose `column` holds more messages.
         column: The CSV column with the messages.
         system_instruction: System message for every exchange.
-        model: The chat model.
+        model: The chat model (default: the backend's default model, FTPIPE_DEFAULT_MODEL).
         concurrency: How many requests run at the same time (at least 1).
         attempts: Tries per message on 429/5xx/connection errors (retry-after honoured).
         log_dialogues: Append every exchange to the dialogue log (FTPIPE_HOME/dialogues).
         publish_replies: Also publish every message and reply as a table artifact (off by
             default: conversations may hold personal data that the Prefect UI would keep).
     """
-    with flow_backend(model):
+    with flow_backend(model) as settings:
+        if model is None:  # the backend's default, decided with the run's own settings
+            model = settings.default_model
+            get_run_logger().info("Model: %s (the backend's default)", model)
         if concurrency < 1:
             raise InputError("concurrency", f"must be at least 1, got {concurrency}")
         texts = list(messages or []) + (messages_from_csv(csv_path, column) if csv_path else [])

@@ -28,7 +28,7 @@ DEFAULT_OUTPUT_ROOT = Path("data") / "processed" / "descriptions"
 def describe_images(
     folder: str,
     prompt: str | None = None,
-    model: str = "gpt-4o-mini",
+    model: str | None = None,
     pattern: str = "*",
     concurrency: int = 4,
     out_dir: str | None = None,
@@ -38,13 +38,16 @@ def describe_images(
     Args:
         folder: Folder searched recursively for .png, .jpg, .jpeg, .webp and .gif files.
         prompt: What to ask about each image (default: "Describe this image.").
-        model: A vision-capable chat model.
+        model: A vision-capable chat model (default: the backend's default model).
         pattern: Glob pattern for file names, e.g. "scan_*" (the suffix filter still applies).
         concurrency: How many images are described at the same time (at least 1).
         out_dir: Folder for descriptions.csv and descriptions.parquet, outside the input
             folder (default: data/processed/descriptions/<folder name>).
     """
-    with flow_backend(model):
+    with flow_backend(model) as settings:
+        if model is None:  # the backend's default, decided with the run's own settings
+            model = settings.default_model
+            get_run_logger().info("Model: %s (the backend's default)", model)
         if concurrency < 1:
             raise InputError("concurrency", f"must be at least 1, got {concurrency}")
         target = output_folder(folder, out_dir)

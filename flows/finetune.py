@@ -22,6 +22,7 @@ from ftpipe.tasks.common import run_bounded
 from ftpipe.tasks.finetune import (
     endpoint,
     launch_job,
+    publish_loss_curve,
     publish_status,
     refresh_job,
     upload_file,
@@ -86,7 +87,10 @@ def finetune(
         dask_address: The scheduler of an existing Dask cluster (tcp://host:8786); needs
             task_runner dask.
     """
-    with flow_backend(options.model):
+    with flow_backend(options.model if "model" in options.model_fields_set else None) as settings:
+        if "model" not in options.model_fields_set:  # the default follows this run's backend
+            options = options.model_copy(update={"model": settings.default_model})
+            get_run_logger().info("Model: %s (the backend's default)", options.model)
         chosen = launch_options(options, training)
         prepared = _prepare(paths, options, chosen, csv_text, out_dir, task_runner, dask_address)
         training_file = upload_file(prepared["train"])
@@ -107,6 +111,8 @@ def finetune(
         if wait:
             record = wait_job(record.job_id, wait_timeout_minutes * 60)
             publish_status([record])
+            if record.status == "succeeded":
+                publish_loss_curve(record.job_id)
         return {
             "dataset_id": prepared["dataset_id"],
             "job_id": record.job_id,
@@ -152,7 +158,7 @@ def default_dialogue_dir() -> str:
 @flow(name="finetune_dialogues")
 def finetune_dialogues(
     dialogues_dir: str | None = None,
-    model: str = "gpt-4o-mini",
+    model: str | None = None,
     sentiments: list[Literal["positive", "negative", "neutral"]] | None = None,
     redact: bool = True,
     suffix: str | None = "dialogues",
@@ -165,7 +171,7 @@ def finetune_dialogues(
 
     Args:
         dialogues_dir: Folder of dialogue logs; default FTPIPE_HOME/dialogues.
-        model: Base model to fine-tune.
+        model: Base model to fine-tune (default: the backend's default model).
         sentiments: Keep only exchanges whose reply has one of these sentiments.
         redact: Redact e-mails, phone and card numbers before training.
         suffix: Added to the fine-tuned model's name.
@@ -174,7 +180,8 @@ def finetune_dialogues(
         force: Launch even if these dialogues already have a job.
         description: A note kept with the job.
     """
-    with flow_backend(model):
+    with flow_backend(model) as settings:
+        model = model or settings.default_model
         if dialogues_dir is None and not has_dialogues(Path(default_dialogue_dir())):
             # The nightly run before anyone chatted is not a failure; a folder given by hand that
             # holds nothing still is, with its name in the error.

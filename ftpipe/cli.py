@@ -605,11 +605,39 @@ def _retrieve(job_id: str) -> object:
 
 
 @jobs_app.command("show")
-def jobs_show(job_id: str) -> None:
-    """A job's current state (refreshed from the endpoint), its times as ISO dates in UTC."""
+def jobs_show(
+    job_id: str,
+    plot: Annotated[
+        bool,
+        typer.Option(help="Write the loss curve of a finished job (step_metrics.csv, loss.png)."),
+    ] = True,
+) -> None:
+    """A job's current state (refreshed from the endpoint), its times as ISO dates in UTC; for a
+    finished job also its loss curve, under FTPIPE_HOME/jobs/<job id>/ (path on stderr)."""
     import json
 
     print(json.dumps(_job_row(_retrieve(job_id)), indent=2))
+    if plot:
+        _write_loss_curve(job_id)
+
+
+def _write_loss_curve(job_id: str) -> None:
+    """Fetch the job's step metrics and plot them; a job without them says so and is fine."""
+    from ftpipe.client import make_client
+    from ftpipe.loss_curve import NoMetrics, save_loss_curve
+
+    client = make_client()
+    job = client.fine_tuning.jobs.retrieve(job_id)
+    if not job.result_files:
+        if job.status == "succeeded":
+            errors.print(f"job {job_id} has no step metrics (result file) to plot")
+        return
+    try:
+        saved = save_loss_curve(client, job)
+    except (NoMetrics, openai.APIError) as error:
+        errors.print(f"no loss curve for {job_id}: {plain(error)}")
+        return
+    errors.print(f"loss curve: {saved.png} (step metrics: {saved.metrics})")
 
 
 @jobs_app.command("events")
@@ -715,13 +743,49 @@ def describe_image(
     print(description.text)
 
 
-@app.command()
-def models() -> None:
-    """Models the endpoint serves."""
+STAND_IN_OWNER = "ftpipe-stand-in"  # what the local server's stand-in engine puts in owned_by
+models_app = typer.Typer(help="Models: those the endpoint serves, and local base models.")
+app.add_typer(models_app, name="models")
+
+
+@models_app.callback(invoke_without_command=True)
+def models(ctx: typer.Context) -> None:
+    """Models the endpoint serves (one id a line); stand-ins are named as such on stderr."""
+    if ctx.invoked_subcommand is not None:
+        return
     from ftpipe.client import make_client
 
+    stand_ins = []
     for model in make_client().models.list():
         print(model.id)
+        if model.owned_by == STAND_IN_OWNER:
+            stand_ins.append(model.id)
+    if stand_ins:
+        errors.print(
+            f"stand-in (no real model answers or trains): {', '.join(stand_ins)}; the local "
+            "server runs its stand-in engine (FTPIPE_LOCAL_ENGINE=stand-in, or the train extra "
+            "is not installed)"
+        )
+
+
+@models_app.command("pull")
+def models_pull(
+    source: Annotated[
+        str,
+        typer.Argument(help="A Hugging Face id (org/name) to download, or a local model folder."),
+    ],
+    name: Annotated[
+        str | None, typer.Option(help="The id to use for a local folder (default: its name).")
+    ] = None,
+) -> None:
+    """Make a base model available to the local server: the one way ftpipe downloads one."""
+    from ftpipe import model_pull
+
+    try:
+        model_id, folder = model_pull.pull(source, name=name, echo=errors.print)
+    except model_pull.PullError as error:
+        fail(f"ftpipe models pull: {error}")
+    console.print(f"model {model_id} ready in {folder}; use it with --model {model_id}")
 
 
 @app.command("assistants")

@@ -56,11 +56,12 @@ class OpenAIModel:
     def __init__(
         self,
         system_instruction: str | None = None,
-        model_name: str = "gpt-4o-mini",
+        model_name: str | None = None,
         assistant_id: str | None = None,
     ) -> None:
         self.system_instruction = system_instruction
-        self.model_name = model_name
+        # None: the backend's default (FTPIPE_DEFAULT_MODEL, else what the endpoint trains)
+        self.model_name = model_name or get_settings().default_model
         self.assistant_id: str | None = None
         self.client: openai.OpenAI = make_client()
         self.dialogue_log = DialogueLog(default_log_path())

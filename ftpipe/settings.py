@@ -122,7 +122,13 @@ class Settings(BaseSettings):
     )
     backend: Backend = Field("auto", validation_alias="FTPIPE_BACKEND")
     home: Path = Field(Path(".ftpipe"), validation_alias="FTPIPE_HOME")
-    default_model: str = Field("gpt-4o-mini", validation_alias="FTPIPE_DEFAULT_MODEL")
+    default_model: str = Field(
+        default_factory=lambda data: _default_model(data),
+        validation_alias="FTPIPE_DEFAULT_MODEL",
+        description="The model every command, flow and the facade use unless told another: "
+        "FTPIPE_DEFAULT_MODEL, else the embedded local model where the local server trains for "
+        "real, else gpt-4o-mini. An OpenAI name never silently stands for a local model.",
+    )
     max_retries: int = Field(2, ge=0, validation_alias="FTPIPE_MAX_RETRIES")
     upload_direct_max_bytes: int = Field(
         512 * 1024**2,
@@ -183,6 +189,16 @@ class Settings(BaseSettings):
         path = self.home.expanduser().resolve().joinpath(*parts)
         path.mkdir(parents=True, exist_ok=True)
         return path
+
+
+def _default_model(data: dict[str, object]) -> str:
+    """The default model follows the backend (resolved from the fields read before it)."""
+    from types import SimpleNamespace
+
+    from ftpipe.local_engine import default_model_for
+
+    backend = Settings.resolved_backend.fget(SimpleNamespace(**data))  # type: ignore[attr-defined]
+    return default_model_for(backend, LocalApiSettings())
 
 
 # Values given for one scope (a flow run: its backend, a key from a Secret block) without ever

@@ -1,15 +1,18 @@
-"""Exact, offline token counts with OpenAI's tokenizers.
+"""Exact, offline token counts with OpenAI's tokenizers, or a local model's own.
 
 `tiktoken.get_encoding` downloads its tables, which fails without network; the `bpe-openai`
 package ships the same o200k_base and cl100k_base tables, so `tiktoken.Encoding`s are built
-from them.
+from them. A local model (catalogue encoding `hf:<folder>`) counts with its fast tokenizer
+(`tokenizers`, no torch) and its chat template, exactly as its training sees an example.
 """
 
 from __future__ import annotations
 
+import json
 import warnings
 from collections.abc import Callable, Iterator, Mapping
 from functools import cache
+from pathlib import Path
 from typing import Any
 
 import tiktoken
@@ -18,7 +21,7 @@ with warnings.catch_warnings():  # bpe-openai loads tables on import via a depre
     warnings.simplefilter("ignore", DeprecationWarning)
     from bpe_openai import registry
 
-from ftpipe.catalog import encoding_name
+from ftpipe.catalog import HF_ENCODING_PREFIX, all_models, base_model_of, encoding_name
 
 DEFAULT_MODEL = "gpt-4o-mini"
 TOKENS_PER_MESSAGE = 3
@@ -31,8 +34,97 @@ _CONSTRUCTORS: dict[str, Callable[[], dict[str, Any]]] = {
 }
 
 
+class LocalEncoding:
+    """A local model's tokenizer with tiktoken's counting methods, plus its templated count."""
+
+    def __init__(self, folder: Path) -> None:
+        from tokenizers import Tokenizer
+
+        self.name = HF_ENCODING_PREFIX + str(folder)
+        self.folder = folder
+        path = folder / "tokenizer.json"
+        if not path.is_file():
+            raise ValueError(f"{folder} has no tokenizer.json (a fast tokenizer is needed)")
+        self.tokenizer = Tokenizer.from_file(str(path))
+        config = _read_json(folder / "tokenizer_config.json")
+        self.special_tokens = {
+            key: value.get("content") if isinstance(value, dict) else value
+            for key, value in config.items()
+            if key.endswith("_token") and isinstance(value, str | dict)
+        }
+        self.template = _chat_template(folder, config)
+
+    def encode_ordinary(self, text: str) -> list[int]:
+        return self.tokenizer.encode(text, add_special_tokens=False).ids
+
+    def decode(self, ids: list[int]) -> str:
+        return self.tokenizer.decode(ids, skip_special_tokens=False)
+
+    def count_messages(self, messages: list[dict]) -> int:
+        """Tokens of the example as training renders it (the training chat template)."""
+        from transformers.utils.chat_template_utils import render_jinja_template
+
+        from ftpipe.training.data import training_template
+
+        template = training_template(self.template)
+        if not template:
+            raise ValueError(f"{self.folder} has no chat template, so it cannot be trained on")
+        rendered, _ = render_jinja_template(
+            conversations=[[_plain(message) for message in messages]],
+            chat_template=template,
+            **self.special_tokens,
+        )
+        return len(self.encode_ordinary(rendered[0]))
+
+
+def _read_json(path: Path) -> dict[str, Any]:
+    try:
+        value = json.loads(path.read_text(encoding="utf-8"))
+    except FileNotFoundError:
+        return {}
+    return value if isinstance(value, dict) else {}
+
+
+def _chat_template(folder: Path, config: Mapping[str, Any]) -> str | None:
+    """The model's own template: chat_template.jinja, else tokenizer_config.json's."""
+    path = folder / "chat_template.jinja"
+    if path.is_file():
+        return path.read_text(encoding="utf-8")
+    template = config.get("chat_template")
+    if isinstance(template, list):  # named templates: the default one
+        named = {t.get("name"): t.get("template") for t in template if isinstance(t, dict)}
+        template = named.get("default")
+    return template if isinstance(template, str) else None
+
+
+def _plain(message: Mapping[str, Any]) -> dict[str, Any]:
+    """A message as templates take it: no `weight`, text parts joined into one string."""
+    plain = {key: value for key, value in message.items() if key != "weight"}
+    content = plain.get("content")
+    if isinstance(content, list):
+        plain["content"] = "".join(_content_strings(content))
+    elif content is None:
+        plain["content"] = ""
+    return plain
+
+
+Encoding = tiktoken.Encoding | LocalEncoding
+
+
+def get_encoding(name: str) -> Encoding:
+    """The named tokenizer, from locally shipped tables or a local model folder; no network."""
+    if name.startswith(HF_ENCODING_PREFIX):
+        return _local_encoding(Path(name[len(HF_ENCODING_PREFIX) :]))
+    return _openai_encoding(name)
+
+
 @cache
-def get_encoding(name: str) -> tiktoken.Encoding:
+def _local_encoding(folder: Path) -> LocalEncoding:
+    return LocalEncoding(folder)
+
+
+@cache
+def _openai_encoding(name: str) -> tiktoken.Encoding:
     """The named tokenizer built from locally shipped tables, so it never touches the network."""
     constructor = _CONSTRUCTORS.get(name)
     if constructor is None:
@@ -49,10 +141,29 @@ def get_encoding(name: str) -> tiktoken.Encoding:
     )
 
 
+def encoding_for_model(model: str) -> Encoding:
+    """The tokenizer the catalogue assigns to a model: OpenAI's (o200k_base for unknown models)
+    or a local model's own."""
+    known = _catalogue_encoding(model)
+    return known if known is not None else get_encoding(encoding_name(model))
+
+
 @cache
-def encoding_for_model(model: str) -> tiktoken.Encoding:
-    """The tokenizer the catalogue assigns to a model (o200k_base for unknown models)."""
-    return get_encoding(encoding_name(model))
+def _catalogue_encoding(model: str) -> tiktoken.Encoding | None:
+    """OpenAI models' tokenizers, cached by name (a local model's folder depends on settings)."""
+    if base_model_of(model) not in _catalogue_names():
+        return None
+    return _openai_encoding(encoding_name(model))
+
+
+def uses_openai_rule(model: str) -> bool:
+    """Whether examples are counted by OpenAI's per-message rule (else by a chat template)."""
+    return not isinstance(encoding_for_model(model), LocalEncoding)
+
+
+@cache
+def _catalogue_names() -> frozenset[str]:
+    return frozenset(info.id for info in all_models())
 
 
 def count_tokens(text: str, model: str = DEFAULT_MODEL) -> int:
@@ -110,8 +221,11 @@ def _message_strings(message: Mapping[str, object]) -> Iterator[str]:
 
 
 def count_message_tokens(messages: list[dict], model: str = DEFAULT_MODEL) -> int:
-    """Tokens of one chat example by OpenAI's rule: 3 per message, +1 per name, +3 at the end."""
+    """Tokens of one chat example by OpenAI's rule: 3 per message, +1 per name, +3 at the end;
+    a local model's example is counted as its chat template renders it."""
     encoding = encoding_for_model(model)
+    if isinstance(encoding, LocalEncoding):
+        return encoding.count_messages(messages)
     total = TOKENS_PER_REPLY
     for message in messages:
         total += TOKENS_PER_MESSAGE

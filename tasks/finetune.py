@@ -7,6 +7,7 @@ from typing import Any
 
 from prefect import get_run_logger, task
 from prefect.artifacts import (
+    create_markdown_artifact,
     create_progress_artifact,
     create_table_artifact,
     update_progress_artifact,
@@ -17,6 +18,7 @@ from ftpipe.finetune.launch import LaunchRequest, LaunchResult, launch
 from ftpipe.finetune.poll import Backoff, refresh, wait_for_job
 from ftpipe.finetune.upload import Uploaded, upload_training_file
 from ftpipe.jobs import job_ids_path
+from ftpipe.loss_curve import NoMetrics, markdown_summary, save_loss_curve
 from ftpipe.registry import JobRecord, default_registry
 from ftpipe.settings import get_settings
 from ftpipe.tasks.common import retry_infrastructure
@@ -147,3 +149,23 @@ def publish_status(records: list[JobRecord]) -> None:
         description="Fine-tuning jobs",
     )
     default_registry().export_job_ids(job_ids_path())
+
+
+@task(name="publish-loss-curve")
+def publish_loss_curve(job_id: str) -> str | None:
+    """The job's loss per step as a PNG under FTPIPE_HOME/jobs/<id>/ and a markdown artifact
+    with a small loss table; a job without step metrics is logged, not a failure."""
+    client = make_client()
+    job = client.fine_tuning.jobs.retrieve(job_id)
+    try:
+        saved = save_loss_curve(client, job)
+    except NoMetrics as missing:
+        get_run_logger().warning("No loss curve: %s", missing)
+        return None
+    create_markdown_artifact(
+        markdown_summary(job_id, saved),
+        key="fine-tuning-loss",
+        description=f"Loss curve of {job_id}",
+    )
+    get_run_logger().info("Loss curve of %s: %s", job_id, saved.png)
+    return str(saved.png)

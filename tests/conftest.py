@@ -92,7 +92,17 @@ def isolated_env(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Path:
             monkeypatch.delenv(name, raising=False)
     home = tmp_path / "ftpipe-home"
     monkeypatch.setenv("FTPIPE_HOME", str(home))
+    # The fast stand-in engine unless a test asks for the real one (engine="real").
+    monkeypatch.setenv("FTPIPE_LOCAL_ENGINE", "stand-in")
     return home
+
+
+@pytest.fixture(scope="session")
+def tiny_model(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """A tiny random Llama folder (tests/tiny_model.py), built once per session."""
+    from tests.tiny_model import build_tiny_model
+
+    return build_tiny_model(tmp_path_factory.mktemp("tiny-model") / "tiny")
 
 
 StartServer = Callable[..., RunningServer]

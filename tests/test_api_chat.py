@@ -1,4 +1,5 @@
-"""`/v1/chat/completions` of the local server through the strict official SDK, against the spec."""
+"""`/v1/chat/completions` of the local server's stand-in engine through the strict official SDK,
+against the spec (real models: tests/test_local_real_inference.py)."""
 
 from __future__ import annotations
 
@@ -17,6 +18,12 @@ from tests.openapi import error_of, parsed
 
 MODEL = "gpt-4o-mini"
 SNAPSHOT = "gpt-4o-mini-2024-07-18"
+
+
+@pytest.fixture(autouse=True)
+def stand_in_engine(monkeypatch: pytest.MonkeyPatch) -> None:
+    """These tests are about the stand-in engine, whatever is installed."""
+    monkeypatch.setenv("FTPIPE_LOCAL_ENGINE", "stand-in")
 
 
 def complete(client: openai.OpenAI, messages: list[dict[str, Any]], **kwargs: Any) -> Any:

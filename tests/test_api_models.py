@@ -1,4 +1,5 @@
-"""`/v1/models` of the local server through the strict official SDK, checked against the spec."""
+"""`/v1/models` of the local server's stand-in engine through the strict official SDK, checked
+against the spec (the real engine's listing: tests/test_local_real_inference.py)."""
 
 from __future__ import annotations
 
@@ -12,6 +13,13 @@ from tests.conftest import qa_examples, write_jsonl
 from tests.openapi import error_of, parsed
 
 BASE_IDS = ("gpt-4o-mini", "gpt-4o-mini-2024-07-18", "gpt-4o", "gpt-3.5-turbo", "gpt-4")
+STAND_IN = "ftpipe-stand-in"
+
+
+@pytest.fixture(autouse=True)
+def stand_in_engine(monkeypatch: pytest.MonkeyPatch) -> None:
+    """These tests are about the stand-in engine, whatever is installed."""
+    monkeypatch.setenv("FTPIPE_LOCAL_ENGINE", "stand-in")
 
 
 def fine_tuned_model(client: openai.OpenAI, tmp_path: Path, suffix: str = "models") -> str:
@@ -38,6 +46,7 @@ def test_list_base_models(client: openai.OpenAI) -> None:
         openapi.validate("Model", model.model_dump())
         assert model.object == "model"
         assert model.created > 0
+        assert model.owned_by == STAND_IN  # nobody mistakes a stand-in for a real model
 
 
 def test_list_includes_fine_tuned_model(client: openai.OpenAI, tmp_path: Path) -> None:
@@ -45,7 +54,7 @@ def test_list_includes_fine_tuned_model(client: openai.OpenAI, tmp_path: Path) -
     page = parsed("ListModelsResponse", client.models.with_raw_response.list())
     tuned = {model.id: model for model in page.data if model.id.startswith("ft:")}
     assert name in tuned
-    assert tuned[name].owned_by == "local"
+    assert tuned[name].owned_by == STAND_IN
     assert "gpt-4o-mini" in [model.id for model in page.data]
     # the SDK's pagination object iterates the same list
     assert name in [model.id for model in client.models.list()]
@@ -56,14 +65,14 @@ def test_retrieve_base_model_and_alias(client: openai.OpenAI, name: str) -> None
     model = parsed("Model", client.models.with_raw_response.retrieve(name))
     assert model.id == name
     assert model.object == "model"
-    assert model.owned_by in ("system", "openai")
+    assert model.owned_by == STAND_IN
 
 
 def test_retrieve_fine_tuned_model(client: openai.OpenAI, tmp_path: Path) -> None:
     name = fine_tuned_model(client, tmp_path, suffix="retrieve")
     model = parsed("Model", client.models.with_raw_response.retrieve(name))
     assert model.id == name
-    assert model.owned_by == "local"
+    assert model.owned_by == STAND_IN
 
 
 def test_delete_fine_tuned_model(client: openai.OpenAI, tmp_path: Path) -> None:

@@ -56,7 +56,12 @@ def clean_env(home: Path) -> dict[str, str]:
     """The caller's environment without any ftpipe or OpenAI settings."""
     prefixes = ("FTPIPE_", "OPENAI_", "AZURE_OPENAI_")
     env = {key: value for key, value in os.environ.items() if not key.startswith(prefixes)}
-    return env | {"FTPIPE_ENV_FILE": os.devnull, "FTPIPE_HOME": str(home)}
+    # the stand-in engine, so the default model stays gpt-4o-mini (as in the test session)
+    return env | {
+        "FTPIPE_ENV_FILE": os.devnull,
+        "FTPIPE_HOME": str(home),
+        "FTPIPE_LOCAL_ENGINE": "stand-in",
+    }
 
 
 @pytest.fixture(scope="module")

@@ -28,6 +28,7 @@ from prefect.states import State
 from prefect.testing.utilities import prefect_test_harness
 
 from ftpipe.errors import InputError
+from ftpipe.flows.prefect_api import stop_server
 from ftpipe.flows.prepare_dataset import prepare_dataset
 from ftpipe.prepare.options import PrepareOptions
 from ftpipe.prepare.pipeline import prepare
@@ -74,9 +75,10 @@ def cli_run(inputs: Path, tmp_path_factory: pytest.TempPathFactory) -> Iterator[
     ) as process:
         try:
             yield CliRun(process, root / "out")
-        finally:  # its temporary Prefect server and Dask workers go with it
+        finally:  # its Dask workers go with it; the local Prefect server it started is stopped
             if process.poll() is None:
                 os.killpg(process.pid, signal.SIGKILL)
+            stop_server(root / "prefect")
 
 
 @pytest.fixture(scope="module", autouse=True)
@@ -279,11 +281,12 @@ def test_threads_with_a_dask_address_is_refused(inputs: Path, tmp_path: Path) ->
 
 
 def test_cli_prepare_with_dask_and_no_prefect_server(cli_run: CliRun, threads: Prepared) -> None:
-    """A temporary local cluster, and an ephemeral Prefect server that the workers use too:
-    one "Starting temporary server" line, not one more per worker process."""
+    """A temporary local cluster, and the long-lived local Prefect server ftpipe starts, which
+    the workers use too: one server started, no temporary server in any worker process."""
     returncode, stdout, stderr = cli_run.wait()
     output = stdout + stderr
     assert returncode == 0, output
     assert f"dataset {threads.out_dir.name}: " in stdout
-    assert output.count("Starting temporary server") == 1, output
+    assert output.count("Starting a local Prefect server") == 1, output
+    assert "Starting temporary server" not in output, output
     assert_same_dataset(threads.out_dir, cli_run.out / threads.out_dir.name)

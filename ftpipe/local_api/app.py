@@ -22,6 +22,7 @@ from pydantic import ValidationError
 from starlette.exceptions import HTTPException as StarletteHTTPException
 
 from ftpipe.local_api import errors
+from ftpipe.local_api.engines import choose_engine
 from ftpipe.local_api.routes import assistants, chat, files, fine_tuning, models, uploads
 from ftpipe.local_api.store import Store
 from ftpipe.settings import FaultSettings, LocalApiSettings
@@ -137,6 +138,17 @@ def create_app(
     app.state.faults = faults or FaultSettings()
     app.state.dice = random.Random(app.state.faults.seed)
     app.state.engines = {}
+    app.state.engine = choose_engine(app.state.local)
+    # Callables run (last first) by `shutdown_app`: the training supervisor's stop, and whatever
+    # else the real engine starts (e.g. an inference worker kept in app.state).
+    app.state.shutdown_hooks = []
+    app.state.supervisor = None
+    if app.state.engine == "real":
+        from ftpipe.local_api.training_supervisor import TrainingSupervisor
+
+        app.state.supervisor = TrainingSupervisor(app.state.store, app.state.local)
+        app.state.supervisor.start()
+        app.state.shutdown_hooks.append(app.state.supervisor.stop)
 
     app.add_exception_handler(errors.ApiError, errors.handle_api_error)
     app.add_exception_handler(RequestValidationError, errors.handle_validation_error)
@@ -219,3 +231,14 @@ def create_app(
         return app.state.faults.model_dump()
 
     return app
+
+
+def shutdown_app(app: FastAPI) -> None:
+    """Stop what the app started beside the HTTP server (training workers keep running)."""
+    hooks = getattr(app.state, "shutdown_hooks", [])
+    while hooks:
+        hook = hooks.pop()
+        try:
+            hook()
+        except Exception:
+            log.exception("error while shutting the local server down")

@@ -2,7 +2,9 @@
 
 A job's state is derived from its progress (see `progress.py`) each time it is read, and the
 events, checkpoints, result file and model that the new state implies are written once, inside
-the reader's transaction, so every process sharing the store sees one history.
+the reader's transaction, so every process sharing the store sees one history. Jobs of the real
+engine (`internal["engine"] == "real"`) are synced from their training worker instead
+(`real_jobs.py`); `advance`, `cancel`, `pause` and `resume` hand them over.
 """
 
 from __future__ import annotations
@@ -25,6 +27,12 @@ from ftpipe.local_api.store import Row, Store, Transaction, new_id, now
 ORGANIZATION = "local"
 MAX_METRIC_EVENTS = 200
 CHECKPOINTS_KEPT = 3
+HP_NAMES = ("batch_size", "learning_rate_multiplier", "n_epochs")
+
+
+def is_real(row: Row) -> bool:
+    """A job of the real engine, followed from its training worker's files."""
+    return row.internal.get("engine") == "real"
 
 
 @dataclass
@@ -242,6 +250,10 @@ def get_job(tx: Transaction, job_id: str) -> Row:
 
 def advance(tx: Transaction, store: Store, row: Row, *, retrieve: bool = False) -> Row:
     """Move a job to the state its progress implies, writing what each step produces."""
+    if is_real(row):
+        from ftpipe.local_api import real_jobs
+
+        return real_jobs.sync(tx, store, row)
     if row.body["status"] in TERMINAL:
         return row
     state = row.internal
@@ -422,6 +434,10 @@ def _write_results_file(tx: Transaction, store: Store, row: Row) -> str:
 
 
 def cancel(tx: Transaction, row: Row) -> None:
+    if is_real(row) and row.body["status"] not in TERMINAL:
+        from ftpipe.local_api import real_jobs
+
+        return real_jobs.cancel(tx, row)
     if row.body["status"] in TERMINAL:
         raise ApiError(
             400,
@@ -436,6 +452,10 @@ def cancel(tx: Transaction, row: Row) -> None:
 
 def pause(tx: Transaction, row: Row) -> None:
     """Freeze a running job (its status stays `running`; the spec has no `paused` status)."""
+    if is_real(row):
+        from ftpipe.local_api import real_jobs
+
+        return real_jobs.pause(tx, row)
     if row.body["status"] != "running" or row.internal["paused_at"] is not None:
         raise ApiError(
             400,
@@ -450,6 +470,10 @@ def pause(tx: Transaction, row: Row) -> None:
 
 
 def resume(tx: Transaction, row: Row) -> None:
+    if is_real(row):
+        from ftpipe.local_api import real_jobs
+
+        return real_jobs.resume(tx, row)
     if row.body["status"] != "running" or row.internal["paused_at"] is None:
         raise ApiError(
             400,

@@ -25,7 +25,7 @@ import httpx
 import uvicorn
 from pydantic import SecretStr
 
-from ftpipe.local_api.app import create_app
+from ftpipe.local_api.app import create_app, shutdown_app
 from ftpipe.settings import FaultSettings, LocalApiSettings, Settings
 
 log = logging.getLogger("ftpipe")
@@ -52,6 +52,7 @@ class RunningServer:
     def stop(self) -> None:
         self.server.should_exit = True
         self.thread.join(timeout=10)
+        shutdown_app(self.server.config.app)
         with _lock:
             if _running.get(self.root) is self:
                 del _running[self.root]
@@ -195,6 +196,7 @@ def serve_forever(settings: Settings, host: str, port: int) -> None:
     try:
         server.run(sockets=[sock])
     finally:
+        shutdown_app(server.config.app)
         with contextlib.suppress(OSError, ValueError):
             if json.loads(marker.read_text()).get("pid") == os.getpid():
                 marker.unlink()

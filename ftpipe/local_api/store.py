@@ -71,8 +71,9 @@ class Store:
         self.root = root
         self.files_dir = root / "files"
         self.parts_dir = root / "upload_parts"
-        self.models_dir = root / "models"
-        for folder in (self.files_dir, self.parts_dir, self.models_dir):
+        self.models_folder = root / "models"
+        self.training_dir = root / "training"
+        for folder in (self.files_dir, self.parts_dir, self.models_folder, self.training_dir):
             folder.mkdir(parents=True, exist_ok=True)
         self.db_path = root / "state.sqlite3"
         with self._connect() as conn:
@@ -119,7 +120,15 @@ class Store:
 
     def model_data_path(self, job_id: str) -> Path:
         """The training data a fine-tuned model answers from, copied when it was created."""
-        return self.models_dir / f"{job_id}.jsonl"
+        return self.models_folder / f"{job_id}.jsonl"
+
+    def models_dir(self) -> Path:
+        """Where the real engine keeps converted base models (`<root>/models/<id>/`)."""
+        return self.models_folder
+
+    def job_dir(self, job_id: str) -> Path:
+        """A real training job's folder: spec.json and the worker's files (ftpipe.training)."""
+        return self.training_dir / job_id
 
 
 class Transaction:
@@ -176,6 +185,15 @@ class Transaction:
                 f"SELECT * FROM objects WHERE kind = ? AND parent = ? ORDER BY seq {order}",
                 (kind, parent),
             )
+        return [_row(found) for found in rows]
+
+    def all_active_jobs(self) -> list[Row]:
+        """Jobs that may still change, or whose worker may still need stopping."""
+        rows = self.conn.execute(
+            "SELECT * FROM objects WHERE kind = 'job' AND (json_extract(body, '$.status') NOT IN "
+            "('succeeded', 'failed', 'cancelled') OR json_extract(internal, '$.stopping') "
+            "IS NOT NULL) ORDER BY seq ASC"
+        )
         return [_row(found) for found in rows]
 
     def count(self, kind: str, *, parent: str) -> int:

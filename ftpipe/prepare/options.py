@@ -20,7 +20,11 @@ DEFAULT_LABEL_INSTRUCTION = (
 class PrepareOptions(BaseModel):
     """How inputs become a dataset; part of the dataset id, so equal options give equal ids."""
 
-    model: str = Field("gpt-4o-mini", description="Target model: tokenizer and token limit.")
+    model: str = Field(
+        default_factory=lambda: default_model(),
+        description="Target model: tokenizer and token limit (default: the backend's default "
+        "model, FTPIPE_DEFAULT_MODEL).",
+    )
     column_map: dict[str, str] | None = Field(
         None,
         description="Explicit mapping of roles to CSV columns, e.g. {'user': 'Q', 'assistant': "
@@ -76,6 +80,13 @@ class PrepareOptions(BaseModel):
         return hashlib.sha256(
             json.dumps(self.model_dump(mode="json"), sort_keys=True).encode()
         ).hexdigest()
+
+
+def default_model() -> str:
+    """The settings' default model, read when options are made (it follows the backend)."""
+    from ftpipe.settings import get_settings
+
+    return get_settings().default_model
 
 
 def default_output_root() -> Path:

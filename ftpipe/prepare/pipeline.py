@@ -256,8 +256,30 @@ def _column_tokens(values: pa.Array, model: str) -> np.ndarray:
     return distinct[encoded.indices.to_numpy(zero_copy_only=False)] if len(distinct) else distinct
 
 
+def _templated_tokens(model: str, columns: dict[str, pa.Array]) -> np.ndarray:
+    """Exact counts for a model whose template is not additive per cell (a local model)."""
+    cells = {
+        role: columns[role].to_pylist()
+        for role in ("system", "user", "assistant")
+        if role in columns
+    }
+    return np.fromiter(
+        (
+            tokens.count_message_tokens(
+                [{"role": r, "content": v[i]} for r, v in cells.items() if v[i] != ""], model
+            )
+            for i in range(len(columns["user"]))
+        ),
+        np.int64,
+        count=len(columns["user"]),
+    )
+
+
 def _example_tokens(run: _SourceRun, columns: dict[str, pa.Array]) -> np.ndarray:
-    """OpenAI's per-example count: 3 per message plus role and content tokens, plus 3."""
+    """OpenAI's per-example count: 3 per message plus role and content tokens, plus 3; a local
+    model's examples are counted one by one through its chat template."""
+    if not tokens.uses_openai_rule(run.options.model):
+        return _templated_tokens(run.options.model, columns)
     rows = len(columns["user"])
     total = np.full(rows, 3, dtype=np.int64)
     for role, values in columns.items():

@@ -1,4 +1,5 @@
-"""`/v1/chat/completions`: replies from the local engine, with image input and exact usage."""
+"""`/v1/chat/completions`: real local models (`real_chat`) or the stand-in engine's replies,
+with image input and exact usage."""
 
 from __future__ import annotations
 
@@ -8,11 +9,12 @@ from typing import Any
 
 from fastapi import APIRouter, Request
 from fastapi.responses import StreamingResponse
-from pydantic import BaseModel, ConfigDict, Field
+from pydantic import BaseModel, ConfigDict, Field, field_validator
 
 from ftpipe import catalog, tokens
-from ftpipe.local_api import engine
+from ftpipe.local_api import engine, real_chat
 from ftpipe.local_api.errors import ApiError
+from ftpipe.local_api.local_models import is_real_row, other_engine, real_engine_enabled
 from ftpipe.local_api.routes.common import store_of
 from ftpipe.local_api.routes.models import model_not_found
 from ftpipe.local_api.store import new_id, now
@@ -32,8 +34,20 @@ class ChatRequest(BaseModel):
     max_tokens: int | None = Field(None, ge=1)
     max_completion_tokens: int | None = Field(None, ge=1)
     n: int = Field(1, ge=1, le=128)
+    seed: int | None = None
+    stop: str | list[str] | None = None
     stream: bool = False
     stream_options: dict[str, Any] | None = None
+
+    @field_validator("stop")
+    @classmethod
+    def _at_most_four(cls, value: str | list[str] | None) -> str | list[str] | None:
+        if isinstance(value, list) and len(value) > 4:
+            raise ValueError(
+                "array too long. Expected an array with maximum length 4, but got an array with "
+                f"length {len(value)} instead."
+            )
+        return value
 
 
 def _image_parts(messages: list[dict[str, Any]]) -> Iterator[tuple[str, dict[str, Any]]]:
@@ -139,6 +153,8 @@ def _reply(request: Request, model: str, messages: list[dict[str, Any]]) -> tupl
     with store_of(request).reader() as tx:
         row = tx.get("model", model)
     if row is not None:
+        if is_real_row(row):
+            raise other_engine(model, real=False)
         return _trained(request, row.internal["job"]).reply(messages), model
     info = catalog.lookup(model)
     if info is None or model.startswith("ft:"):
@@ -208,6 +224,11 @@ def _stream(result: dict[str, Any], include_usage: bool) -> Iterator[str]:
 
 @router.post("/chat/completions", response_model=None)
 def create_completion(body: ChatRequest, request: Request) -> dict[str, Any] | StreamingResponse:
+    if real_engine_enabled(request.app.state.local):
+        _check_messages(body.messages)
+        if body.stream:
+            return real_chat.stream(body, request)
+        return real_chat.complete(body, request)
     result = _completion(body, request)
     if body.stream:
         include_usage = bool((body.stream_options or {}).get("include_usage"))

@@ -7,7 +7,8 @@ from typing import Annotated, Any
 from fastapi import APIRouter, Query, Request
 from pydantic import BaseModel, ConfigDict, Field
 
-from ftpipe.local_api import jobs
+from ftpipe.local_api import jobs, real_jobs
+from ftpipe.local_api.engines import choose_engine
 from ftpipe.local_api.errors import ApiError
 from ftpipe.local_api.routes.common import check_limit, list_body, store_of
 from ftpipe.local_api.store import paginate
@@ -27,6 +28,16 @@ class CreateJob(BaseModel):
     seed: int | None = None
     metadata: dict[str, str] | None = None
     integrations: list[dict[str, Any]] | None = Field(default=None)
+    # ftpipe's own knobs (the SDK's extra_body), documented in ftpipe/local_api/real_jobs.py
+    training_method: str | None = None
+    lora_rank: int | None = None
+    lora_alpha: int | None = None
+    lora_dropout: float | None = None
+    target_modules: str | list[str] | None = None
+    max_seq_length: int | None = None
+    gradient_accumulation: int | str | None = None
+    max_micro_batch: int | None = None
+    eval_steps: int | None = None
 
 
 HP_RULES: dict[str, tuple[type | tuple[type, ...], float, float, str]] = {
@@ -94,8 +105,14 @@ def create_job(body: CreateJob, request: Request) -> dict[str, Any]:
         raise ApiError(403, REFUSAL, code="permission_denied")
     _check_hyperparameters(body)
     _check_integrations(body)
-    speed = request.app.state.local.job_speed
-    return jobs.create_job(store_of(request), body.model_dump(exclude_none=True), speed)
+    local = request.app.state.local
+    values = body.model_dump(exclude_none=True)
+    if choose_engine(local) == "real":
+        return real_jobs.create_job(store_of(request), values, local)
+    for name in real_jobs.KNOBS:  # checked as the real engine would, then not used
+        if name in values:
+            real_jobs.check_knob(name, values[name])
+    return jobs.create_job(store_of(request), values, local.job_speed)
 
 
 @router.get("/fine_tuning/jobs")
