@@ -99,7 +99,7 @@ class _Process:
         for raw in stream:
             line = raw.decode("utf-8", "replace").rstrip()
             self.stderr_tail.append(line)
-            log.info("[worker %d] %s", self.popen.pid, line)
+            log.debug("[worker %d] %s", self.popen.pid, line)
 
     def alive(self) -> bool:
         return self.popen.poll() is None
