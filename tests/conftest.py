@@ -6,6 +6,9 @@ import os
 import tempfile
 
 os.environ["FTPIPE_ENV_FILE"] = os.devnull  # a developer's .env must never reach a test
+# The fast stand-in engine for the pipeline tests, from the start (module-scoped fixtures run
+# before the autouse one below); the real engine's tests ask for it themselves.
+os.environ["FTPIPE_LOCAL_ENGINE"] = "stand-in"
 os.environ["PREFECT_SERVER_ANALYTICS_ENABLED"] = "false"  # no telemetry from test servers
 # A Prefect home of the session's own: a local Prefect server that a test makes ftpipe start
 # never touches the developer's ~/.prefect, and is stopped when the session ends.

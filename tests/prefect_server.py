@@ -38,6 +38,7 @@ def clean_environment(**extra: str) -> dict[str, str]:
     env = {k: v for k, v in os.environ.items() if not k.startswith(dropped)}
     env.update(
         FTPIPE_ENV_FILE=os.devnull,
+        FTPIPE_LOCAL_ENGINE="stand-in",  # pipeline tests; real training has tests of its own
         PREFECT_SERVER_ANALYTICS_ENABLED="false",
         PREFECT_LOGGING_LEVEL="INFO",
         **extra,

@@ -60,6 +60,7 @@ def environment(home: Path, prefect_home: Path, api_url: str) -> dict[str, str]:
     env = {key: value for key, value in os.environ.items() if not key.startswith(prefixes)}
     return env | {
         "FTPIPE_ENV_FILE": os.devnull,
+        "FTPIPE_LOCAL_ENGINE": "stand-in",  # pipeline tests; real training has tests of its own
         "FTPIPE_HOME": str(home),
         "PREFECT_HOME": str(prefect_home),
         "PREFECT_API_URL": api_url,

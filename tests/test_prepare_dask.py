@@ -56,6 +56,7 @@ def cli_run(inputs: Path, tmp_path_factory: pytest.TempPathFactory) -> Iterator[
     env = {key: value for key, value in os.environ.items() if not key.startswith(prefixes)}
     env |= {
         "FTPIPE_ENV_FILE": os.devnull,
+        "FTPIPE_LOCAL_ENGINE": "stand-in",
         "FTPIPE_HOME": str(root / "home"),
         "PREFECT_HOME": str(root / "prefect"),
         "PREFECT_SERVER_ANALYTICS_ENABLED": "false",
