@@ -90,6 +90,21 @@ class LocalApiSettings(BaseSettings):
     )
     training_threads: int = Field(1, ge=1, description="CPU threads per training worker.")
     max_parallel_jobs: int = Field(1, ge=1, description="Training workers at the same time.")
+    training_executor: Literal["process", "prefect"] = Field(
+        "process",
+        description="How a queued real job's training starts: 'process' (a worker process on "
+        "this machine) or 'prefect' (a flow run of `training_deployment` on a work pool of GPU "
+        "machines; needs PREFECT_API_URL and the store on storage both sides reach).",
+    )
+    training_deployment: str = Field(
+        "train_model/gpu", description="The Prefect deployment the 'prefect' executor runs."
+    )
+    training_heartbeat_timeout_s: float = Field(
+        300.0,
+        gt=0,
+        description="A Prefect-run worker whose heartbeat (executor.json) is older than this "
+        "counts as lost, whatever its flow run's state says (a GPU machine that vanished).",
+    )
     inference_threads: int = Field(1, ge=1, description="CPU threads of the inference worker.")
     max_adapters: int = Field(4, ge=1, description="Fine-tuned adapters kept loaded per base.")
     max_engines: int = Field(2, ge=1, description="Base or full models kept loaded at once.")

@@ -106,6 +106,7 @@ def test_serve_registers_every_deployment_with_its_schedule(served: Served) -> N
         ("ftpipe.flows.prepare_dataset.prepare_dataset", "manual"),
         ("ftpipe.flows.describe_images.describe_images", "manual"),
         ("ftpipe.flows.chat.chat", "manual"),
+        ("ftpipe.flows.train_model.train_model", "gpu"),
     }
     [poll] = by_name["ftpipe.flows.finetune.poll_jobs", "every-5-minutes"]["schedules"]
     assert poll["active"] and poll["schedule"]["interval"] == 300

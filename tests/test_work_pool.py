@@ -52,6 +52,7 @@ def pool(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Pool]:
             PREFECT_API_URL=server.api_url, PREFECT_HOME=str(folder / "cli-prefect-home")
         )
         prefect(env, "work-pool", "create", "ftpipe", "--type", "process")
+        prefect(env, "work-pool", "create", "ftpipe-gpu", "--type", "process")  # train_model/gpu
         prefect(env, "deploy", "--prefect-file", "deployments/prefect.yaml", "--all")
         home = folder / "ftpipe-home"
         elsewhere = folder / "worker-started-here"  # the pull step moves runs to the project
@@ -73,8 +74,9 @@ def pool(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Pool]:
 
 def test_deploy_puts_every_deployment_in_the_pool(pool: Pool) -> None:
     deployments = pool.server.deployments()
-    assert len(deployments) == 6
-    assert {d["work_pool_name"] for d in deployments} == {"ftpipe"}
+    assert len(deployments) == 7
+    pools = {(d["name"] == "gpu", d["work_pool_name"]) for d in deployments}
+    assert pools == {(False, "ftpipe"), (True, "ftpipe-gpu")}  # train_model/gpu: GPU machines
     [poll] = [d for d in deployments if d["name"] == "every-5-minutes"]
     assert poll["schedules"][0]["schedule"]["interval"] == 300
     [manual] = [d for d in deployments if d["entrypoint"] == "flows/finetune.py:finetune"]

@@ -273,7 +273,7 @@ def _follow(tx: Transaction, store: Store, row: Row) -> None:
     status = protocol.read_status(folder) or {}
     _read_events(tx, row, folder)
     _read_checkpoints(tx, store, row, folder)
-    if status.get("pid") not in (None, worker["pid"]):
+    if not workers.owns_status(worker, status):
         status = {}  # left by an earlier worker of this job
     if status.get("trained_tokens"):
         row.body["trained_tokens"] = int(status["trained_tokens"])
@@ -450,6 +450,10 @@ def _fail(tx: Transaction, row: Row, error: dict[str, Any], *, event: bool = Tru
 def _worker_died(tx: Transaction, row: Row, worker: dict[str, Any]) -> None:
     """A worker gone without a final status: OOM-killed, crashed, or left by a server restart."""
     row.internal["worker"] = None
+    reason = workers.failure(worker)  # e.g. a flow run that failed before its worker started
+    if reason is not None:
+        _fail(tx, row, protocol.error_object("training_failed", reason))
+        return
     code = workers.exit_code(worker)
     tail = workers.log_tail(job_dir(row))
     if code is not None:

@@ -94,7 +94,11 @@ def _uvicorn(
     root: Path, local: LocalApiSettings | None, faults: FaultSettings | None
 ) -> uvicorn.Server:
     app = create_app(root, local, faults)
-    config = uvicorn.Config(app, log_level="warning", access_log=False, lifespan="off")
+    # log_config=None: uvicorn must not re-run logging.dictConfig in a process that already has
+    # handlers (Prefect's API log handlers would be flushed, seconds each, and shut down).
+    config = uvicorn.Config(
+        app, log_level="warning", access_log=False, lifespan="off", log_config=None
+    )
     return uvicorn.Server(config)
 
 

@@ -1,5 +1,6 @@
-"""The thread that runs real training jobs: starts queued jobs as worker processes, follows them,
-stops cancelled ones, and recovers jobs whose worker vanished (a server restart, a crash).
+"""The thread that runs real training jobs: starts queued jobs as worker processes (or as flow
+runs on GPU machines: `training_executor`), follows them, stops cancelled ones, and recovers
+jobs whose worker vanished (a server restart, a crash).
 
 Several servers may share one store; a worker is started only inside a write transaction that
 records its claim (pid, host, process start), so a job never gets two workers, and a claim whose
@@ -14,7 +15,7 @@ import signal
 import threading
 import time
 
-from ftpipe.local_api import real_jobs, workers
+from ftpipe.local_api import jobs, real_jobs, workers
 from ftpipe.local_api.store import Row, Store, Transaction
 from ftpipe.settings import LocalApiSettings
 from ftpipe.training import protocol
@@ -90,14 +91,24 @@ class TrainingSupervisor:
         folder = real_jobs.job_dir(row)
         (folder / protocol.STATUS).unlink(missing_ok=True)
         (folder / protocol.CONTROL).unlink(missing_ok=True)
-        row.internal["worker"] = workers.spawn(
-            folder, self.token, threads=self.local.training_threads
-        )
+        key = f"{row.id}:{row.internal['launches']}"
+        try:
+            claim = workers.start(
+                folder, self.token, self.local, key=key, tags=["ftpipe", "fine-tune", row.id]
+            )
+        except RuntimeError as error:  # the executor cannot start it (no Prefect API, ...)
+            row.internal["needs_start"] = False
+            real_jobs._fail(tx, row, protocol.error_object("executor_unavailable", str(error)))
+            tx.update(row)
+            return
+        row.internal["worker"] = claim
         row.internal["needs_start"] = False
         row.internal["launches"] += 1
         row.body["status"] = "running"
+        if claim.get("executor", "process") != "process":
+            jobs._event(tx, row, f"Training submitted as {workers.describe(claim)}")
         tx.update(row)
-        log.info("started training worker %s for %s", row.internal["worker"]["pid"], row.id)
+        log.info("started %s for %s", workers.describe(claim), row.id)
 
 
 def _wants_start(row: Row) -> bool:

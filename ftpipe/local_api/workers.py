@@ -4,11 +4,17 @@ A worker runs `python -m ftpipe.training.worker <job_dir>` in a session of its o
 a server that stops; any server on the same store can follow it from its pid, host and process
 start time (a reused pid is not mistaken for it). Only the server that started a worker knows
 its exit code, and only while its supervisor runs.
+
+How a worker starts is pluggable (`LocalApiSettings.training_executor`): "process" spawns it
+here; "prefect" submits a flow run of a `train_model` deployment to GPU machines, through
+`ftpipe.flows.train_model`, imported only then (the server runs without Prefect otherwise). A
+claim names its executor, and following, signalling and explaining it go to that executor.
 """
 
 from __future__ import annotations
 
 import contextlib
+import importlib
 import os
 import signal
 import socket
@@ -19,6 +25,7 @@ from pathlib import Path
 from typing import Any
 
 import ftpipe
+from ftpipe.settings import LocalApiSettings
 from ftpipe.training import protocol
 
 OFFLINE = {"HF_HUB_OFFLINE": "1", "HF_DATASETS_OFFLINE": "1", "TRANSFORMERS_OFFLINE": "1"}
@@ -26,6 +33,44 @@ HOST = socket.gethostname()
 _lock = threading.Lock()
 _children: dict[int, tuple[subprocess.Popen, str]] = {}  # pid -> (process, owner token)
 _live_owners: set[str] = set()
+PLUGINS = {"prefect": "ftpipe.flows.train_model"}  # executor -> module, imported when used
+
+
+def _plugin(worker: dict[str, Any]) -> Any | None:
+    """The executor module of a claim; None for a worker process of this store's hosts."""
+    name = worker.get("executor", "process")
+    return None if name == "process" else importlib.import_module(PLUGINS[name])
+
+
+def start(job_dir: Path, owner: str, local: LocalApiSettings, *, key: str, tags: list[str]) -> dict:
+    """Start the job's worker the configured way; returns the claim recorded in the job row.
+    Raises RuntimeError (the plugin's ExecutorError) when it cannot be started."""
+    if local.training_executor == "process":
+        return spawn(job_dir, owner, threads=local.training_threads)
+    plugin = importlib.import_module(PLUGINS[local.training_executor])
+    claim = plugin.submit(job_dir, deployment=local.training_deployment, key=key, tags=tags)
+    stale = local.training_heartbeat_timeout_s
+    return {**claim, "owner": owner, "server_host": HOST, "stale_after_s": stale}
+
+
+def describe(worker: dict[str, Any]) -> str:
+    plugin = _plugin(worker)
+    return plugin.describe(worker) if plugin else f"worker process {worker.get('pid')}"
+
+
+def owns_status(worker: dict[str, Any], status: dict[str, Any]) -> bool:
+    """Whether status.json belongs to this claim's worker (not to an earlier one of the job)."""
+    plugin = _plugin(worker)
+    if plugin:
+        return bool(plugin.owns_status(worker, status))
+    return status.get("pid") in (None, worker.get("pid"))
+
+
+def failure(worker: dict[str, Any]) -> str | None:
+    """Why a worker gone without a final status failed, when its executor knows (a failed flow
+    run); None for a death nobody can explain (restarted from its last checkpoint)."""
+    plugin = _plugin(worker)
+    return plugin.failure(worker) if plugin else None
 
 
 def register_owner(token: str) -> None:
@@ -65,6 +110,9 @@ def _zombie(pid: int) -> bool:
 
 def alive(worker: dict[str, Any] | None) -> bool:
     """Whether the worker a claim names still runs (a claim from another host counts as alive)."""
+    plugin = _plugin(worker) if worker else None
+    if plugin:
+        return bool(plugin.alive(worker))
     if not worker or not worker.get("pid"):
         return False
     if worker.get("host") != HOST:
@@ -83,7 +131,7 @@ def alive(worker: dict[str, Any] | None) -> bool:
 def exit_code(worker: dict[str, Any]) -> int | None:
     """The exit code of a finished worker this process started under a supervisor still
     running; None when unknown (another process started it, or its supervisor stopped)."""
-    if worker.get("host") != HOST:
+    if worker.get("executor", "process") != "process" or worker.get("host") != HOST:
         return None
     with _lock:
         child = _children.get(int(worker["pid"]))
@@ -125,7 +173,14 @@ def spawn(job_dir: Path, owner: str, *, threads: int) -> dict[str, Any]:
 
 
 def send(worker: dict[str, Any], signum: int) -> None:
-    """Signal a worker by its pid, only when it is still the process the claim names."""
+    """Signal a worker by its pid, only when it is still the process the claim names; a flow
+    run is cancelled instead (once: its worker gets SIGTERM from Prefect)."""
+    plugin = _plugin(worker)
+    if plugin:
+        if not worker.get("cancel_sent"):
+            worker["cancel_sent"] = True
+            plugin.cancel(worker)
+        return
     if worker.get("host") != HOST or not alive(worker):
         return
     with contextlib.suppress(ProcessLookupError):
