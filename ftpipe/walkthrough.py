@@ -72,10 +72,10 @@ def run(
 
 def main(argv: list[str] | None = None) -> int:
     args = sys.argv[1:] if argv is None else argv
-    if len(args) != 1:
-        print("usage: python -m ftpipe.walkthrough TRAINING_FILE.jsonl", file=sys.stderr)
+    if len(args) not in (1, 2):
+        print("usage: python -m ftpipe.walkthrough TRAINING_FILE.jsonl [MODEL]", file=sys.stderr)
         return 2
-    run(OpenAI(), Path(args[0]))
+    run(OpenAI(), Path(args[0]), *args[1:])
     return 0
 
 
