@@ -33,12 +33,24 @@ def engine_in_use(settings: LocalApiSettings | Settings) -> Engine:
     return local.engine
 
 
-def default_model_for(backend: str, local: LocalApiSettings) -> str:
-    """The pipeline's default model: the embedded local model where the local server trains for
-    real, else gpt-4o-mini (which the stand-in imitates and OpenAI serves)."""
-    if backend == "local" and engine_in_use(local) == "real":
+def default_model_for(backend: str, local: LocalApiSettings, models: Path | None = None) -> str:
+    """The pipeline's default model: where the local server trains for real, a base model it
+    really has (the embedded one when its package or converted folder is here, else the first
+    configured one); else gpt-4o-mini (which the stand-in imitates and OpenAI serves)."""
+    if backend != "local" or engine_in_use(local) != "real":
+        return OPENAI_DEFAULT_MODEL
+    if embedded_model_available(models):
         return EMBEDDED_BASE_MODEL
-    return OPENAI_DEFAULT_MODEL
+    return next(iter(local.base_models), OPENAI_DEFAULT_MODEL)
+
+
+def embedded_model_available(models: Path | None) -> bool:
+    """The embedded model's package is installed, or its converted folder is in `models`."""
+    from ftpipe.training.base_models import GGUF_MODELS, is_model_folder
+
+    package = GGUF_MODELS[EMBEDDED_BASE_MODEL][0]
+    converted = models is not None and is_model_folder(models / EMBEDDED_BASE_MODEL)
+    return converted or importlib.util.find_spec(package) is not None
 
 
 def models_dir(settings: Settings) -> Path:

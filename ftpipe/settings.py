@@ -213,7 +213,8 @@ def _default_model(data: dict[str, object]) -> str:
     from ftpipe.local_engine import default_model_for
 
     backend = Settings.resolved_backend.fget(SimpleNamespace(**data))  # type: ignore[attr-defined]
-    return default_model_for(backend, LocalApiSettings())
+    home = Path(data.get("home") or ".ftpipe").expanduser().resolve()
+    return default_model_for(backend, LocalApiSettings(), home / "local_api" / "models")
 
 
 # Values given for one scope (a flow run: its backend, a key from a Secret block) without ever

@@ -219,3 +219,26 @@ def test_loss_summary_is_a_small_table(tmp_path: Path) -> None:
     rows = [line for line in table.splitlines() if line.startswith("| ") and line[2].isdigit()]
     assert len(rows) == 10 and rows[-1].startswith("| 40 |")
     assert "l.png" in table
+
+
+def test_a_pulled_model_is_a_base_model_of_the_real_engine(tmp_path: Path) -> None:
+    """`ftpipe models pull org/name` puts it in <models>/org--name; the server offers it."""
+    from ftpipe.local_api.engines import real_base_models
+
+    from .tiny_model import build_tiny_model
+
+    models = tmp_path / "models"
+    build_tiny_model(models / "org--tiny-chat")
+    assert "org/tiny-chat" in real_base_models(LocalApiSettings(engine="real"), models)
+
+
+def test_the_default_model_is_one_the_real_engine_really_has(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    from ftpipe import local_engine
+
+    monkeypatch.setattr(local_engine, "embedded_model_available", lambda models: False)
+    configured = LocalApiSettings(engine="real", base_models={"tiny-chat": "/models/tiny"})
+    assert local_engine.default_model_for("local", configured) == "tiny-chat"
+    bare = LocalApiSettings(engine="real")
+    assert local_engine.default_model_for("local", bare) == "gpt-4o-mini"

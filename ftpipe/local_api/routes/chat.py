@@ -156,7 +156,7 @@ def _reply(request: Request, model: str, messages: list[dict[str, Any]]) -> tupl
         if is_real_row(row):
             raise other_engine(model, real=False)
         return _trained(request, row.internal["job"]).reply(messages), model
-    info = catalog.lookup(model)
+    info = catalog.openai_model(model)
     if info is None or model.startswith("ft:"):
         raise model_not_found(model)
     return engine.base_reply(model, messages), info.snapshot

@@ -56,7 +56,7 @@ def _base_models(request: Request, real: bool) -> list[dict[str, Any]]:
 def _is_base(request: Request, model: str, real: bool) -> bool:
     if real:
         return model in base_ids(request.app.state.local, store_of(request))
-    return catalog.lookup(model) is not None and not model.startswith("ft:")
+    return catalog.openai_model(model) is not None and not model.startswith("ft:")
 
 
 @router.get("/models")
@@ -81,7 +81,7 @@ def retrieve_model(model: str, request: Request) -> dict[str, Any]:
         local = request.app.state.local
         return base_body(model, local, store_of(request))
     if not real and _is_base(request, model, real):
-        info = catalog.lookup(model)
+        info = catalog.openai_model(model)
         assert info is not None
         return _catalog_body(info)
     raise model_not_found(model)
