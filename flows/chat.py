@@ -10,7 +10,7 @@ from prefect.artifacts import create_markdown_artifact, create_table_artifact
 
 from ftpipe.errors import InputError
 from ftpipe.prepare.csv_reader import read_csv_batches
-from ftpipe.tasks.backend import flow_backend
+from ftpipe.tasks.backend import flow_backend, run_model
 from ftpipe.tasks.chat import answer
 from ftpipe.tasks.common import run_bounded
 
@@ -53,9 +53,7 @@ def chat(
             default: conversations may hold personal data that the Prefect UI would keep).
     """
     with flow_backend(model) as settings:
-        if model is None:  # the backend's default, decided with the run's own settings
-            model = settings.default_model
-            get_run_logger().info("Model: %s (the backend's default)", model)
+        model = run_model(model, settings)
         if concurrency < 1:
             raise InputError("concurrency", f"must be at least 1, got {concurrency}")
         texts = list(messages or []) + (messages_from_csv(csv_path, column) if csv_path else [])

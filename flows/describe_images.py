@@ -9,7 +9,7 @@ from prefect import flow, get_run_logger
 from prefect.artifacts import create_table_artifact
 
 from ftpipe.errors import InputError
-from ftpipe.tasks.backend import flow_backend
+from ftpipe.tasks.backend import flow_backend, run_model
 from ftpipe.tasks.common import run_bounded
 from ftpipe.tasks.vision import describe_one
 from ftpipe.vision import (
@@ -45,9 +45,7 @@ def describe_images(
             folder (default: data/processed/descriptions/<folder name>).
     """
     with flow_backend(model) as settings:
-        if model is None:  # the backend's default, decided with the run's own settings
-            model = settings.default_model
-            get_run_logger().info("Model: %s (the backend's default)", model)
+        model = run_model(model, settings)
         if concurrency < 1:
             raise InputError("concurrency", f"must be at least 1, got {concurrency}")
         target = output_folder(folder, out_dir)

@@ -17,7 +17,7 @@ from ftpipe.prepare.options import PrepareOptions
 from ftpipe.prepare.pipeline import PrepareFailed
 from ftpipe.registry import default_registry
 from ftpipe.settings import get_settings
-from ftpipe.tasks.backend import flow_backend
+from ftpipe.tasks.backend import flow_backend, run_model
 from ftpipe.tasks.common import run_bounded
 from ftpipe.tasks.finetune import (
     endpoint,
@@ -89,8 +89,7 @@ def finetune(
     """
     with flow_backend(options.model if "model" in options.model_fields_set else None) as settings:
         if "model" not in options.model_fields_set:  # the default follows this run's backend
-            options = options.model_copy(update={"model": settings.default_model})
-            get_run_logger().info("Model: %s (the backend's default)", options.model)
+            options = options.model_copy(update={"model": run_model(None, settings)})
         chosen = launch_options(options, training)
         prepared = _prepare(paths, options, chosen, csv_text, out_dir, task_runner, dask_address)
         training_file = upload_file(prepared["train"])

@@ -81,6 +81,14 @@ def flow_backend(model: str | None = None) -> Iterator[Settings]:
         yield settings
 
 
+def run_model(model: str | None, settings: Settings) -> str:
+    """The model a run uses: the one it was given, or its backend's default (said in the log)."""
+    if model is None:
+        model = settings.default_model
+        get_run_logger().info("Model: %s (the backend's default)", model)
+    return model
+
+
 def _backend_variable() -> str | None:
     """The Prefect variable naming the backend, checked against the known names."""
     value = Variable.get(BACKEND_VARIABLE, default=None)

@@ -417,7 +417,11 @@ def _write_results_file(tx: Transaction, store: Store, row: Row) -> str:
     for step in sorted(_reported_steps(plan["total_steps"])):
         metrics = _metrics(row, step)
         lines.append(",".join(str(metrics[column]) for column in columns))
-    content = ("\n".join(lines) + "\n").encode()
+    return store_results_file(tx, store, ("\n".join(lines) + "\n").encode())
+
+
+def store_results_file(tx: Transaction, store: Store, content: bytes) -> str:
+    """The step metrics CSV as a `fine-tune-results` file, as OpenAI keeps it; its id."""
     file_id = new_id("file-")
     store.file_path(file_id).write_bytes(content)
     tx.insert(

@@ -423,22 +423,7 @@ def _results_file(tx: Transaction, store: Store, folder: Path) -> str:
         writer.writerow(next(csv.reader(lines[:1])))
     for step in sorted(rows, key=lambda value: int(value)):
         writer.writerow(rows[step])
-    content = out.getvalue().encode()
-    file_id = new_id("file-")
-    store.file_path(file_id).write_bytes(content)
-    tx.insert(
-        "file",
-        {
-            "id": file_id,
-            "object": "file",
-            "bytes": len(content),
-            "created_at": now(),
-            "filename": "step_metrics.csv",
-            "purpose": "fine-tune-results",
-            "status": "processed",
-        },
-    )
-    return file_id
+    return jobs.store_results_file(tx, store, out.getvalue().encode())
 
 
 def _fail(tx: Transaction, row: Row, error: dict[str, Any], *, event: bool = True) -> None:
