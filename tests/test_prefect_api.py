@@ -53,6 +53,17 @@ def ensure(home: Path, **extra: str) -> subprocess.Popen[str]:
     )
 
 
+def prefect_cli(home: Path, *args: str) -> subprocess.CompletedProcess[str]:
+    """`ftpipe prefect ARGS` against this Prefect home."""
+    return subprocess.run(
+        [sys.executable, "-m", "ftpipe", "prefect", *args],
+        env=environment(home),
+        capture_output=True,
+        text=True,
+        timeout=300,
+    )
+
+
 def group_alive(pid: int) -> bool:
     try:
         os.killpg(pid, 0)
@@ -73,10 +84,13 @@ def test_two_first_runs_share_one_server_and_later_runs_find_it(home: Path) -> N
 
     again = ensure(home)
     assert again.communicate(timeout=60)[0].strip() == url  # found, not started
-    stopped = stop_server(home)
-    assert stopped is not None and stopped.pid == server.pid
+    shown = prefect_cli(home, "status")
+    assert shown.returncode == 0 and server.ui_url in shown.stdout
+    stopped = prefect_cli(home, "stop")  # `ftpipe prefect stop`: the whole process group goes
+    assert stopped.returncode == 0 and f"pid {server.pid}" in stopped.stdout
     assert not group_alive(server.pid)
     assert not (home / ANNOUNCE_FILE).exists()
+    assert prefect_cli(home, "status").returncode == 3
 
 
 def test_a_starter_killed_mid_start_leaves_a_server_the_next_run_adopts(home: Path) -> None:
@@ -90,11 +104,10 @@ def test_a_starter_killed_mid_start_leaves_a_server_the_next_run_adopts(home: Pa
     starter.wait()
     pid = json.loads(announce.read_text())["pid"]
 
-    follower = ensure(home)
-    out, _ = follower.communicate(timeout=300)
-    assert follower.returncode == 0
+    follower = prefect_cli(home, "start")  # `ftpipe prefect start` finds the orphan
+    assert follower.returncode == 0, follower.stderr
     assert json.loads(announce.read_text())["pid"] == pid  # adopted, not a second server
-    assert out.strip() == json.loads(announce.read_text())["url"]
+    assert json.loads(announce.read_text())["url"] in follower.stdout
     stop_server(home)
     assert not group_alive(pid)
 
@@ -123,25 +136,3 @@ def test_a_configured_api_url_is_used_and_nothing_is_started(home: Path) -> None
     )
     assert done.stdout.strip() == "http://127.0.0.1:9/api"
     assert not (home / ANNOUNCE_FILE).exists()
-
-
-def test_the_cli_starts_shows_and_stops_the_server(home: Path) -> None:
-    def ftpipe(*args: str) -> subprocess.CompletedProcess[str]:
-        return subprocess.run(
-            [sys.executable, "-m", "ftpipe", "prefect", *args],
-            env=environment(home),
-            capture_output=True,
-            text=True,
-            timeout=300,
-        )
-
-    assert ftpipe("status").returncode == 3
-    started = ftpipe("start")
-    assert started.returncode == 0, started.stderr
-    server = find_server(home)
-    assert server is not None and server.url in started.stdout
-    shown = ftpipe("status")
-    assert shown.returncode == 0 and server.ui_url in shown.stdout
-    stopped = ftpipe("stop")
-    assert stopped.returncode == 0 and f"pid {server.pid}" in stopped.stdout
-    assert not group_alive(server.pid)
