@@ -185,35 +185,8 @@ def create_job(store: Store, request: dict, speed: str) -> dict[str, Any]:
     seed = request.get("seed")
     seed = random.randrange(2_147_483_647) if seed is None else seed
     parsed_speed = parse_speed(speed)
-    shown_hp = {
-        "batch_size": hp.get("batch_size", "auto"),
-        "learning_rate_multiplier": hp.get("learning_rate_multiplier", "auto"),
-        "n_epochs": hp.get("n_epochs", "auto"),
-    }
-    body: dict[str, Any] = {
-        "id": new_id("ftjob-"),
-        "object": "fine_tuning.job",
-        "created_at": created,
-        "error": None,
-        "fine_tuned_model": None,
-        "finished_at": None,
-        "hyperparameters": shown_hp,
-        "model": model,
-        "organization_id": ORGANIZATION,
-        "result_files": [],
-        "status": "validating_files",
-        "trained_tokens": None,
-        "training_file": request["training_file"],
-        "validation_file": request.get("validation_file"),
-        "integrations": request.get("integrations"),
-        "seed": seed,
-        "estimated_finish": (
-            created + int(parsed_speed.amount) if parsed_speed.mode == "seconds" else None
-        ),
-        "method": {"type": "supervised", "supervised": {"hyperparameters": shown_hp}},
-        "metadata": request.get("metadata"),
-        "suffix": request.get("suffix"),
-    }
+    finish = created + int(parsed_speed.amount) if parsed_speed.mode == "seconds" else None
+    body = job_body(new_id("ftjob-"), request, model, hp, seed, created, finish)
     internal = {
         "plan": asdict(plan),
         "speed": speed,
@@ -231,6 +204,41 @@ def create_job(store: Store, request: dict, speed: str) -> dict[str, Any]:
         if body["validation_file"]:
             _event(tx, row, f"Validating validation file: {body['validation_file']}")
     return public(row)
+
+
+def job_body(
+    job_id: str,
+    request: dict,
+    model: str,
+    hp: dict,
+    seed: int,
+    created: int,
+    estimated_finish: int | None,
+) -> dict[str, Any]:
+    """A new job as the API shows it, in `validating_files`; both engines start jobs so."""
+    shown = {name: hp.get(name, "auto") for name in HP_NAMES}
+    return {
+        "id": job_id,
+        "object": "fine_tuning.job",
+        "created_at": created,
+        "error": None,
+        "fine_tuned_model": None,
+        "finished_at": None,
+        "hyperparameters": shown,
+        "model": model,
+        "organization_id": ORGANIZATION,
+        "result_files": [],
+        "status": "validating_files",
+        "trained_tokens": None,
+        "training_file": request["training_file"],
+        "validation_file": request.get("validation_file"),
+        "integrations": request.get("integrations"),
+        "seed": seed,
+        "estimated_finish": estimated_finish,
+        "method": {"type": "supervised", "supervised": {"hyperparameters": shown}},
+        "metadata": request.get("metadata"),
+        "suffix": request.get("suffix"),
+    }
 
 
 def public(row: Row) -> dict[str, Any]:

@@ -90,30 +90,7 @@ def create_job(store: Store, request: dict, local: LocalApiSettings) -> dict[str
     job_dir.mkdir(parents=True, exist_ok=True)
     if plan.error is None:
         (job_dir / protocol.SPEC).write_text(spec.to_json(), encoding="utf-8")
-    shown = {name: hp.get(name, "auto") for name in jobs.HP_NAMES}
-    created = now()
-    body: dict[str, Any] = {
-        "id": job_id,
-        "object": "fine_tuning.job",
-        "created_at": created,
-        "error": None,
-        "fine_tuned_model": None,
-        "finished_at": None,
-        "hyperparameters": shown,
-        "model": base_id,
-        "organization_id": jobs.ORGANIZATION,
-        "result_files": [],
-        "status": "validating_files",
-        "trained_tokens": None,
-        "training_file": request["training_file"],
-        "validation_file": request.get("validation_file"),
-        "integrations": request.get("integrations"),
-        "seed": seed,
-        "estimated_finish": None,
-        "method": {"type": "supervised", "supervised": {"hyperparameters": shown}},
-        "metadata": request.get("metadata"),
-        "suffix": request.get("suffix"),
-    }
+    body = jobs.job_body(job_id, request, base_id, hp, seed, now(), None)
     internal = {
         "engine": "real",
         "plan": asdict(plan),
