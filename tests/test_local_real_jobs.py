@@ -255,7 +255,7 @@ def test_cancel_ends_the_job_and_its_worker(real: RunningServer, data: dict) -> 
 
 def test_pause_then_resume_ends_succeeded(real: RunningServer, data: dict) -> None:
     client = strict_client(real.base_url)
-    job = _create(client, data["train"], 4)
+    job = _create(client, data["train"], 12)  # long enough that the pause lands mid-job
     _wait(client, job.id, lambda j: _done(j) or bool(_metrics(client, j.id)))
     paused = client.fine_tuning.jobs.pause(job.id)
     assert paused.status == "running"
@@ -270,7 +270,7 @@ def test_pause_then_resume_ends_succeeded(real: RunningServer, data: dict) -> No
     assert job.status == "succeeded", job.error
     messages = [e.message for e in _events(client, job.id)]
     assert "Fine-tuning job paused" in messages and "Fine-tuning job resumed" in messages
-    assert [m["step"] for m in _metrics(client, job.id)] == list(range(1, 21))
+    assert [m["step"] for m in _metrics(client, job.id)] == list(range(1, 61))
 
 
 def _internal(root: Path, job_id: str) -> dict:
