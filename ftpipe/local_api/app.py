@@ -180,9 +180,7 @@ def create_app(
             response = await call_next(request)
         except Exception as error:  # answered here so the connection stays usable
             log.exception("local server error on %s %s", request.method, path)
-            return errors.error_response(
-                errors.ApiError(500, f"The local server had an error: {error}", code="server_error")
-            )
+            return errors.error_response(errors.server_error(error))
         lost = faults.rate_500_after and app.state.dice.random() < faults.rate_500_after
         if path.startswith("/v1/") and lost:
             return errors.error_response(

@@ -318,13 +318,24 @@ def decode_data_url(url: str) -> tuple[str, bytes]:
     return (params[0].strip().lower() or "text/plain"), data
 
 
+def _unreadable(exc: BaseException) -> ValueError:
+    """The error for bytes that are no image, without PIL's `<_io.BytesIO object at 0x...>`."""
+    detail = re.sub(r"\s*<_io\.BytesIO object at 0x[0-9a-fA-F]+>", "", str(exc)).strip()
+    return ValueError(f"the data is not a readable image ({detail or type(exc).__name__})")
+
+
 def image_size(data: bytes) -> tuple[int, int]:
-    """(width, height) read from the image header, so usage can price the image."""
+    """(width, height), so usage can price the image, once its pixels decode: a truncated file
+    is refused here, as a bad request, rather than later while describing it (JPEGs decode at
+    a reduced scale, so checking costs little)."""
     try:
         with Image.open(io.BytesIO(data)) as image:
-            return image.size
+            size = image.size
+            image.draft("RGB", (_COLOUR_SAMPLE, _COLOUR_SAMPLE))
+            image.load()
+            return size
     except _IMAGE_ERRORS as exc:
-        raise ValueError(f"the data is not a readable image ({exc})") from exc
+        raise _unreadable(exc) from exc
 
 
 def describe_image_bytes(data: bytes) -> str:
@@ -335,7 +346,7 @@ def describe_image_bytes(data: bytes) -> str:
         image.draft("RGB", (_COLOUR_SAMPLE, _COLOUR_SAMPLE))  # JPEG: decode at reduced scale
         rgba = np.asarray(_small(image).convert("RGBA"), dtype=np.int32).reshape(-1, 4)
     except _IMAGE_ERRORS as exc:
-        raise ValueError(f"the data is not a readable image ({exc})") from exc
+        raise _unreadable(exc) from exc
     width, height = size
     return (
         f"{_article(width)} {width}x{height} {fmt} image ({mode}). "
@@ -392,3 +403,45 @@ def _scale_to(width: int, height: int, target: int, *, longest: bool) -> tuple[i
     """Whole-pixel size with the longest (or shortest) side scaled to `target`, ratio kept."""
     side = max(width, height) if longest else min(width, height)
     return max(1, width * target // side), max(1, height * target // side)
+
+
+# --- context windows -------------------------------------------------------------------------
+
+# The context windows of the catalogue's snapshots (OpenAI's model pages): what the stand-in
+# measures prompts against, as the real engine measures them against its model's config.
+CONTEXT_WINDOWS = {
+    "gpt-4o-mini-2024-07-18": 128_000,
+    "gpt-4o-2024-08-06": 128_000,
+    "gpt-4.1-2025-04-14": 1_047_576,
+    "gpt-4.1-mini-2025-04-14": 1_047_576,
+    "gpt-4.1-nano-2025-04-14": 1_047_576,
+    "gpt-3.5-turbo-0125": 16_385,
+    "gpt-3.5-turbo-1106": 16_385,
+    "gpt-3.5-turbo-0613": 4_096,
+    "gpt-4-0613": 8_192,
+}
+DEFAULT_CONTEXT_WINDOW = 128_000
+
+
+def context_window(snapshot: str) -> int:
+    """The context length of a catalogue snapshot; 128k for one the table does not know."""
+    return CONTEXT_WINDOWS.get(snapshot, DEFAULT_CONTEXT_WINDOW)
+
+
+def context_problem(context: int, prompt: int, max_tokens: int | None) -> str | None:
+    """OpenAI's (and the real engine's) message when the prompt, plus an explicit completion
+    limit, does not fit the context; None when it fits."""
+    if prompt < context and (max_tokens is None or prompt + max_tokens <= context):
+        return None
+    if max_tokens is not None and prompt < context:
+        detail = (
+            f"However, you requested {prompt + max_tokens} tokens ({prompt} in the messages, "
+            f"{max_tokens} in the completion). Please reduce the length of the messages or "
+            "completion."
+        )
+    else:
+        detail = (
+            f"However, your messages resulted in {prompt} tokens. Please reduce the length of "
+            "the messages."
+        )
+    return f"This model's maximum context length is {context} tokens. {detail}"

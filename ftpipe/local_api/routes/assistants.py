@@ -2,45 +2,108 @@
 
 from __future__ import annotations
 
-from typing import Annotated, Any
+from typing import Annotated, Any, Literal
 
 from fastapi import APIRouter, Query, Request
-from pydantic import BaseModel, ConfigDict, Field
+from pydantic import Field, StrictStr
 
 from ftpipe import catalog
 from ftpipe.local_api.errors import ApiError, not_found
-from ftpipe.local_api.routes.common import check_limit, list_body, ordered, store_of
+from ftpipe.local_api.routes.common import (
+    StrictJsonRoute,
+    check_limit,
+    list_body,
+    ordered,
+    store_of,
+)
+from ftpipe.local_api.routes.shapes import (
+    Closed,
+    FunctionTool,
+    Metadata,
+    Number,
+    ReasoningEffort,
+    ResponseFormat,
+)
 from ftpipe.local_api.store import Row, Transaction, new_id, now, paginate
 
-router = APIRouter()
+router = APIRouter(route_class=StrictJsonRoute)
+
+# What an assistant shows for a field sent as null (or not at all): the object has no nulls there.
+SHOWN_DEFAULTS: dict[str, Any] = {
+    "tools": [],
+    "metadata": {},
+    "tool_resources": {},
+    "response_format": "auto",
+    "top_p": 1.0,
+    "temperature": 1.0,
+}
 
 
-class AssistantFields(BaseModel):
-    model_config = ConfigDict(extra="forbid")
+class CodeInterpreterTool(Closed):
+    type: Literal["code_interpreter"]
 
-    model: str | None = None
-    name: str | None = Field(None, max_length=256)
-    description: str | None = Field(None, max_length=512)
-    instructions: str | None = Field(None, max_length=256_000)
-    tools: list[dict[str, Any]] | None = None
-    metadata: dict[str, str] | None = None
-    temperature: float | None = Field(None, ge=0, le=2)
-    top_p: float | None = Field(None, ge=0, le=1)
-    response_format: Any = None
-    tool_resources: dict[str, Any] | None = None
-    reasoning_effort: str | None = None
+
+class FileSearchTool(Closed):
+    type: Literal["file_search"]
+    file_search: dict[str, Any] | None = None
+
+
+AssistantTool = Annotated[
+    CodeInterpreterTool | FileSearchTool | FunctionTool, Field(discriminator="type")
+]
+
+
+class CodeInterpreterResources(Closed):
+    file_ids: Annotated[list[StrictStr], Field(max_length=20)] | None = None
+
+
+class FileSearchResources(Closed):
+    vector_store_ids: Annotated[list[StrictStr], Field(max_length=1)] | None = None
+    vector_stores: Annotated[list[dict[str, Any]], Field(max_length=1)] | None = None
+
+
+class ToolResources(Closed):
+    code_interpreter: CodeInterpreterResources | None = None
+    file_search: FileSearchResources | None = None
+
+
+class AssistantFields(Closed):
+    model: StrictStr | None = None
+    name: Annotated[StrictStr, Field(max_length=256)] | None = None
+    description: Annotated[StrictStr, Field(max_length=512)] | None = None
+    instructions: Annotated[StrictStr, Field(max_length=256_000)] | None = None
+    tools: Annotated[list[AssistantTool], Field(max_length=128)] | None = None
+    metadata: Metadata | None = None
+    temperature: Annotated[Number, Field(ge=0.0, le=2.0)] | None = None
+    top_p: Annotated[Number, Field(ge=0.0, le=1.0)] | None = None
+    response_format: Literal["auto"] | ResponseFormat | None = None
+    tool_resources: ToolResources | None = None
+    reasoning_effort: ReasoningEffort | None = None
+
+    def shown(self) -> dict[str, Any]:
+        """The fields that were sent, as the assistant object shows them."""
+        sent = self.model_dump(exclude_unset=True, by_alias=True, exclude={"reasoning_effort"})
+        return {
+            key: SHOWN_DEFAULTS[key] if value is None and key in SHOWN_DEFAULTS else value
+            for key, value in sent.items()
+        }
 
 
 class CreateAssistant(AssistantFields):
-    model: str
+    model: StrictStr
 
 
-class CreateThread(BaseModel):
-    model_config = ConfigDict(extra="forbid")
+class ThreadMessage(Closed):
+    role: Literal["user", "assistant"]
+    content: StrictStr | Annotated[list[dict[str, Any]], Field(min_length=1)]
+    attachments: list[dict[str, Any]] | None = None
+    metadata: Metadata | None = None
 
-    messages: list[dict[str, Any]] | None = None
-    metadata: dict[str, str] | None = None
-    tool_resources: dict[str, Any] | None = None
+
+class CreateThread(Closed):
+    messages: list[ThreadMessage] | None = None
+    metadata: Metadata | None = None
+    tool_resources: ToolResources | None = None
 
 
 def _get(tx: Transaction, kind: str, object_id: str, param: str) -> Row:
@@ -64,20 +127,14 @@ def _check_model(tx: Transaction, model: str) -> None:
 
 @router.post("/assistants")
 def create_assistant(body: CreateAssistant, request: Request) -> dict[str, Any]:
+    empty = {"name": None, "description": None, "instructions": None}
     assistant = {
         "id": new_id("asst_"),
         "object": "assistant",
         "created_at": now(),
-        "name": body.name,
-        "description": body.description,
-        "model": body.model,
-        "instructions": body.instructions,
-        "tools": body.tools or [],
-        "metadata": body.metadata or {},
-        "top_p": 1.0 if body.top_p is None else body.top_p,
-        "temperature": 1.0 if body.temperature is None else body.temperature,
-        "tool_resources": body.tool_resources or {},
-        "response_format": body.response_format or "auto",
+        **empty,
+        **SHOWN_DEFAULTS,
+        **body.shown(),
     }
     with store_of(request).transaction() as tx:
         _check_model(tx, body.model)
@@ -111,7 +168,7 @@ def modify_assistant(assistant_id: str, body: AssistantFields, request: Request)
         row = _get(tx, "assistant", assistant_id, "assistant_id")
         if body.model is not None:
             _check_model(tx, body.model)
-        row.body.update(body.model_dump(exclude_unset=True, exclude={"reasoning_effort"}))
+        row.body.update(body.shown())
         tx.update(row)
     return row.body
 
@@ -132,11 +189,16 @@ def create_thread(request: Request, body: CreateThread | None = None) -> dict[st
         "object": "thread",
         "created_at": now(),
         "metadata": body.metadata or {},
-        "tool_resources": body.tool_resources or {},
+        "tool_resources": _dumped(body.tool_resources),
     }
+    messages = [message.model_dump(exclude_unset=True) for message in body.messages or []]
     with store_of(request).transaction() as tx:
-        tx.insert("thread", thread, internal={"messages": body.messages or []})
+        tx.insert("thread", thread, internal={"messages": messages})
     return thread
+
+
+def _dumped(resources: ToolResources | None) -> dict[str, Any]:
+    return resources.model_dump(exclude_unset=True) if resources else {}
 
 
 @router.get("/threads/{thread_id}")

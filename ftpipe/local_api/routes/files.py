@@ -10,10 +10,16 @@ from fastapi import APIRouter, File, Form, Query, Request, UploadFile
 from fastapi.responses import FileResponse
 
 from ftpipe.local_api.errors import ApiError, not_found
-from ftpipe.local_api.routes.common import check_limit, list_body, ordered, store_of
+from ftpipe.local_api.routes.common import (
+    StrictJsonRoute,
+    check_limit,
+    list_body,
+    ordered,
+    store_of,
+)
 from ftpipe.local_api.store import Row, Store, Transaction, new_id, now, paginate
 
-router = APIRouter()
+router = APIRouter(route_class=StrictJsonRoute)
 
 # The purposes a File object may report (the spec's OpenAIFile enum), minus the output ones.
 PURPOSES = ("fine-tune", "batch", "vision", "assistants", "user_data")

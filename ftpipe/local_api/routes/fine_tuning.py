@@ -1,93 +1,125 @@
-"""`/v1/fine_tuning/jobs`: create, list, retrieve, cancel, pause, resume, events, checkpoints."""
+"""`/v1/fine_tuning/jobs`: create, list, retrieve, cancel, pause, resume, events, checkpoints.
+
+The creation body is typed after OpenAI's CreateFineTuningJobRequest (`method`, its
+`hyperparameters`, `integrations`), so `jobs` and `real_jobs` receive only well-formed values.
+"""
 
 from __future__ import annotations
 
-from typing import Annotated, Any
+import re
+from typing import Annotated, Any, Literal
 
 from fastapi import APIRouter, Query, Request
-from pydantic import BaseModel, ConfigDict, Field
+from pydantic import AfterValidator, BaseModel, ConfigDict, Field, StrictStr
+from pydantic_core import PydanticCustomError
 
 from ftpipe.local_api import jobs, real_jobs
 from ftpipe.local_api.engines import choose_engine
 from ftpipe.local_api.errors import ApiError
-from ftpipe.local_api.routes.common import check_limit, list_body, store_of
+from ftpipe.local_api.routes.common import StrictJsonRoute, check_limit, list_body, store_of
+from ftpipe.local_api.routes.shapes import Closed, Count, Metadata, Number
 from ftpipe.local_api.store import paginate
 
-router = APIRouter()
+router = APIRouter(route_class=StrictJsonRoute)
+
+SUFFIX_CHARACTERS = re.compile(r"[A-Za-z0-9._-]+")
+
+Auto = Literal["auto"]
+BatchSize = Auto | Annotated[int, Field(strict=True, ge=1, le=256)]
+Epochs = Auto | Annotated[int, Field(strict=True, ge=1, le=50)]
+Multiplier = Auto | Annotated[Number, Field(gt=0.0)]
 
 
-class CreateJob(BaseModel):
-    model_config = ConfigDict(extra="forbid")
+class Hyperparameters(BaseModel):
+    """Supervised hyperparameters; other names are kept for `_check_hyperparameter_names`,
+    which refuses them by name."""
 
-    model: str
-    training_file: str
-    validation_file: str | None = None
-    hyperparameters: dict[str, Any] | None = None
-    method: dict[str, Any] | None = None
-    suffix: str | None = None
-    seed: int | None = None
-    metadata: dict[str, str] | None = None
-    integrations: list[dict[str, Any]] | None = Field(default=None)
-    # ftpipe's own knobs (the SDK's extra_body), documented in ftpipe/local_api/real_jobs.py
-    training_method: str | None = None
-    lora_rank: int | None = None
-    lora_alpha: int | None = None
-    lora_dropout: float | None = None
-    target_modules: str | list[str] | None = None
-    max_seq_length: int | None = None
-    gradient_accumulation: int | str | None = None
-    max_micro_batch: int | None = None
-    eval_steps: int | None = None
+    model_config = ConfigDict(extra="allow")
+
+    batch_size: BatchSize | None = None
+    n_epochs: Epochs | None = None
+    learning_rate_multiplier: Multiplier | None = None
 
 
-HP_RULES: dict[str, tuple[type | tuple[type, ...], float, float, str]] = {
-    "batch_size": (int, 1, 256, "'auto' or an integer from 1 to 256"),
-    "n_epochs": (int, 1, 50, "'auto' or an integer from 1 to 50"),
-    "learning_rate_multiplier": ((int, float), 0, float("inf"), "'auto' or a number above 0"),
-}
+class Supervised(Closed):
+    hyperparameters: Hyperparameters | None = None
 
 
-def _hp_ok(name: str, value: Any) -> bool:
-    kind, low, high, _ = HP_RULES[name]
-    if value in (None, "auto"):
-        return True
-    if isinstance(value, bool) or not isinstance(value, kind):
-        return False
-    return low < value <= high if name == "learning_rate_multiplier" else low <= value <= high
+class Method(Closed):
+    """FineTuneMethod: `type` is required; the other methods are refused by `jobs` by name."""
+
+    type: Literal["supervised", "dpo", "reinforcement"]
+    supervised: Supervised | None = None
+    dpo: dict[str, Any] | None = None
+    reinforcement: dict[str, Any] | None = None
 
 
-def _check_hyperparameters(request: CreateJob) -> None:
-    """The ranges OpenAI enforces, for top-level and method hyperparameters alike."""
-    method_hp = ((request.method or {}).get("supervised") or {}).get("hyperparameters") or {}
-    sources = (("hyperparameters", request.hyperparameters or {}), ("method", method_hp))
+class Wandb(Closed):
+    project: StrictStr
+    name: StrictStr | None = None
+    entity: StrictStr | None = None
+    tags: list[StrictStr] | None = None
+
+
+class Integration(Closed):
+    type: Literal["wandb"]
+    wandb: Wandb
+
+
+def _suffix_characters(suffix: str) -> str:
+    """The suffix becomes part of `ft:<base>:<org>:<suffix>:<id>`, so no ':' or spaces."""
+    if not SUFFIX_CHARACTERS.fullmatch(suffix):
+        raise PydanticCustomError(
+            "invalid_value",
+            "suffix may only hold letters, digits, '-', '_' and '.', got '{suffix}'.",
+            {"suffix": suffix},
+        )
+    return suffix
+
+
+Suffix = Annotated[
+    StrictStr, Field(min_length=1, max_length=64), AfterValidator(_suffix_characters)
+]
+
+
+class CreateJob(Closed):
+    model: StrictStr
+    training_file: StrictStr
+    validation_file: StrictStr | None = None
+    hyperparameters: Hyperparameters | None = None
+    method: Method | None = None
+    suffix: Suffix | None = None
+    seed: Annotated[int, Field(strict=True, ge=0, le=2_147_483_647)] | None = None
+    metadata: Metadata | None = None
+    integrations: list[Integration] | None = None
+    # ftpipe's own knobs (the SDK's extra_body), documented in ftpipe/local_api/real_jobs.py;
+    # their ranges are TrainingSpec's (`real_jobs.check_knob`), their types are checked here.
+    training_method: Literal["lora", "full"] | None = None
+    lora_rank: Count | None = None
+    lora_alpha: Count | None = None
+    lora_dropout: Number | None = None
+    target_modules: StrictStr | list[StrictStr] | None = None
+    max_seq_length: Count | None = None
+    gradient_accumulation: Count | Auto | None = None
+    max_micro_batch: Count | None = None
+    eval_steps: Count | None = None
+
+
+def _check_hyperparameter_names(body: CreateJob) -> None:
+    """Only OpenAI's three supervised hyperparameters, in either place they may be given."""
+    supervised = body.method.supervised if body.method else None
+    sources = (
+        ("hyperparameters", body.hyperparameters),
+        ("method.supervised.hyperparameters", supervised.hyperparameters if supervised else None),
+    )
     for source, values in sources:
-        for name, value in values.items():
-            if name not in HP_RULES:
-                raise ApiError(
-                    400,
-                    f"Unknown hyperparameter '{name}'; supervised fine-tuning takes "
-                    f"{', '.join(HP_RULES)}.",
-                    param=f"{source}.{name}",
-                    code="invalid_value",
-                )
-            if not _hp_ok(name, value):
-                raise ApiError(
-                    400,
-                    f"Invalid {name} {value!r}: it must be {HP_RULES[name][3]}.",
-                    param=f"{source}.{name}",
-                    code="invalid_value",
-                )
-
-
-def _check_integrations(request: CreateJob) -> None:
-    """Weights & Biases is the one integration the API knows; its shape is checked, then kept."""
-    for index, item in enumerate(request.integrations or []):
-        project = (item.get("wandb") or {}).get("project") if isinstance(item, dict) else None
-        if item.get("type") != "wandb" or not isinstance(project, str):
+        unknown = next(iter(values.model_extra or {}), None) if values else None
+        if unknown is not None:
             raise ApiError(
                 400,
-                "Each integration must be {'type': 'wandb', 'wandb': {'project': ...}}.",
-                param=f"integrations.[{index}]",
+                f"Unknown hyperparameter '{unknown}'; supervised fine-tuning takes "
+                f"{', '.join(Hyperparameters.model_fields)}.",
+                param=f"{source}.{unknown}",
                 code="invalid_value",
             )
 
@@ -103,8 +135,7 @@ REFUSAL = (
 def create_job(body: CreateJob, request: Request) -> dict[str, Any]:
     if request.app.state.local.refuse_fine_tuning:
         raise ApiError(403, REFUSAL, code="permission_denied")
-    _check_hyperparameters(body)
-    _check_integrations(body)
+    _check_hyperparameter_names(body)
     local = request.app.state.local
     values = body.model_dump(exclude_none=True)
     if choose_engine(local) == "real":

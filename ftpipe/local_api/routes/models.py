@@ -21,12 +21,12 @@ from ftpipe.local_api.local_models import (
     other_engine,
     real_engine_enabled,
 )
-from ftpipe.local_api.routes.common import store_of
+from ftpipe.local_api.routes.common import StrictJsonRoute, store_of
 from ftpipe.local_api.store import Row
 
 __all__ = ["model_not_found", "router"]
 
-router = APIRouter()
+router = APIRouter(route_class=StrictJsonRoute)
 
 
 def _stand_in(body: dict[str, Any]) -> dict[str, Any]:

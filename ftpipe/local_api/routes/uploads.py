@@ -5,13 +5,13 @@ from __future__ import annotations
 import hashlib
 import time
 from pathlib import Path
-from typing import Annotated, Any
+from typing import Annotated, Any, Literal
 
 from fastapi import APIRouter, File, Request, UploadFile
-from pydantic import BaseModel, Field
+from pydantic import Field, StrictStr
 
 from ftpipe.local_api.errors import ApiError, not_found
-from ftpipe.local_api.routes.common import store_of
+from ftpipe.local_api.routes.common import StrictJsonRoute, store_of
 from ftpipe.local_api.routes.files import (
     add_file,
     check_purpose,
@@ -19,23 +19,32 @@ from ftpipe.local_api.routes.files import (
     copy_parts,
     too_large,
 )
+from ftpipe.local_api.routes.shapes import Closed, Int
 from ftpipe.local_api.store import Row, Store, Transaction, new_id, now
 
-router = APIRouter()
+router = APIRouter(route_class=StrictJsonRoute)
 
 UPLOAD_LIFETIME_S = 3600
 
 
-class CreateUpload(BaseModel):
-    filename: str
-    purpose: str
-    bytes: int = Field(ge=0)
-    mime_type: str
+class FileExpiration(Closed):
+    """Accepted and checked as OpenAI does; the local server keeps files until deleted."""
+
+    anchor: Literal["created_at"]
+    seconds: Annotated[Int, Field(ge=3600, le=2_592_000)]
 
 
-class CompleteUpload(BaseModel):
-    part_ids: list[str]
-    md5: str | None = None
+class CreateUpload(Closed):
+    filename: StrictStr
+    purpose: StrictStr
+    bytes: Annotated[Int, Field(ge=0)]
+    mime_type: StrictStr
+    expires_after: FileExpiration | None = None
+
+
+class CompleteUpload(Closed):
+    part_ids: list[StrictStr]
+    md5: StrictStr | None = None
 
 
 def _get_upload(tx: Transaction, upload_id: str) -> Row:
