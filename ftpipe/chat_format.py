@@ -1,14 +1,22 @@
 """OpenAI's chat fine-tuning format rules, shared by the local server and dataset preparation.
 
-Issue codes are those of OpenAI's chat data-prep guide, plus `invalid_weight` and `invalid_json`,
-so a bad file fails here the way it fails on OpenAI and a bad row is rejected with a reason.
-Messages are numbered from 1 and lines are the file's real 1-based line numbers.
+Issue codes are those of OpenAI's chat data-prep guide, plus `invalid_weight`, `invalid_json`
+and the function-calling ones (`invalid_tools`, `invalid_tool_call`, `invalid_tool_result`,
+`last_message_not_assistant`), so a bad file fails here the way it fails on OpenAI and a bad row
+is rejected with a reason. Messages, tool calls and tools are numbered from 1 and lines are the
+file's real 1-based line numbers.
+
+Function calling follows OpenAI's fine-tuning format: a top-level `tools` list (or the legacy
+`functions`) and `parallel_tool_calls`, assistant messages with `tool_calls` (or the legacy
+`function_call`) whose content may be null or absent, and `tool` messages answering an earlier
+call by `tool_call_id` (legacy: `function` messages naming an earlier `function_call`).
 """
 
 from __future__ import annotations
 
 import json
-from collections.abc import Iterable, Iterator
+import re
+from collections.abc import Iterable, Iterator, Mapping
 from dataclasses import dataclass
 from pathlib import Path
 from typing import cast
@@ -28,6 +36,14 @@ RULES = {
     "missing_content": "each message needs non-empty content",
     "example_missing_assistant_message": "each example needs an assistant message",
     "invalid_weight": "weight is 0 or 1, and only on assistant messages",
+    "invalid_tools": "tools and functions are lists of function definitions (a name of 1-64 "
+    "letters, digits, _ or -; an optional description and parameters object); "
+    "parallel_tool_calls is true or false",
+    "invalid_tool_call": "each tool call has an id, type 'function', a function name and "
+    "arguments as a JSON string",
+    "invalid_tool_result": "a tool message answers an earlier tool call by its tool_call_id; a "
+    "function message names an earlier function_call",
+    "last_message_not_assistant": "an example ends with an assistant message",
 }
 KNOWN_ROLES = frozenset({"system", "user", "assistant", "tool", "function"})
 ALLOWED_KEYS = frozenset(
@@ -36,6 +52,13 @@ ALLOWED_KEYS = frozenset(
 PART_ROLES = frozenset({"user", "system"})
 PART_TYPES = frozenset({"text", "image_url"})
 CALL_KEYS = ("tool_calls", "function_call")
+CALL_ROLES = frozenset({"tool", "function"})
+# keys only one role may hold: calls are the assistant's, a tool_call_id is a tool result's
+ROLE_ONLY_KEYS = {"tool_calls": "assistant", "function_call": "assistant", "tool_call_id": "tool"}
+# top-level keys of an example besides `messages` that OpenAI takes (and preparation keeps)
+EXAMPLE_KEYS = ("tools", "functions", "parallel_tool_calls")
+MAX_FUNCTIONS = 128
+FUNCTION_NAME = re.compile(r"[A-Za-z0-9_-]{1,64}")
 
 
 @dataclass(frozen=True)
@@ -108,6 +131,21 @@ def _has_calls(message: dict) -> bool:
     return message.get("role") == "assistant" and any(message.get(key) for key in CALL_KEYS)
 
 
+def is_function_calling(message: Mapping[str, object]) -> bool:
+    """A call or a call's result: content rules for plain turns (non-empty text) do not fit
+    them, so checks made for plain dialogue turns leave them to this module."""
+    role = message.get("role")
+    return (isinstance(role, str) and role in CALL_ROLES) or _has_calls(cast(dict, message))
+
+
+def _kind(value: object) -> str:
+    """A JSON type name for messages about a wrong type."""
+    names = {dict: "an object", list: "a list", str: "a string", bool: "a boolean"}
+    if value is None:
+        return "null"
+    return names.get(type(value), "a number")
+
+
 def _part_issues(number: int, index: int, part: object) -> list[FormatIssue]:
     """Problems of one content part; only text and image_url parts are allowed."""
     where = f"message {number} content part {index}"
@@ -128,6 +166,11 @@ def _content_issues(number: int, message: dict) -> list[FormatIssue]:
     if content is None or content == "" or content == []:
         if _has_calls(message):
             return []
+        if message.get("role") == "assistant":
+            return _issue(
+                "missing_content",
+                f"message {number} (assistant) has neither content nor tool_calls",
+            )
         return _issue("missing_content", f"message {number} has no content")
     if isinstance(content, str):
         return []
@@ -166,11 +209,101 @@ def _role_issues(number: int, message: dict) -> list[FormatIssue]:
 
 
 def _key_issues(number: int, message: dict) -> list[FormatIssue]:
-    """Keys OpenAI does not know make it reject the file, so each one is named."""
-    return [
+    """Keys OpenAI does not know make it reject the file, so each one is named; so are call keys
+    on a role that cannot hold them (a null value counts as absent)."""
+    issues = [
         FormatIssue("message_unrecognized_key", f"message {number} has unrecognized key {key!r}")
         for key in message
         if key not in ALLOWED_KEYS
+    ]
+    role = message.get("role")
+    if not isinstance(role, str) or role not in KNOWN_ROLES:
+        return issues
+    return issues + [
+        FormatIssue(
+            "message_unrecognized_key",
+            f"message {number} has key {key!r}, which only {owner} messages may have",
+        )
+        for key, owner in ROLE_ONLY_KEYS.items()
+        if message.get(key) is not None and role != owner
+    ]
+
+
+def _arguments_issues(where: str, call: dict) -> list[FormatIssue]:
+    """Arguments are the JSON text the model writes, so they must be a string holding JSON."""
+    if "arguments" not in call:
+        return _issue("invalid_tool_call", f"{where} has no 'arguments'")
+    arguments = call["arguments"]
+    if not isinstance(arguments, str):
+        return _issue(
+            "invalid_tool_call",
+            f"{where} 'arguments' must be a JSON string, not {_kind(arguments)}",
+        )
+    try:
+        json.loads(arguments, parse_constant=_reject_constant)
+    except (ValueError, RecursionError):
+        return _issue("invalid_tool_call", f"{where} 'arguments' is not valid JSON")
+    return []
+
+
+def _called_function_issues(where: str, call: object) -> list[FormatIssue]:
+    """A called function (tool_calls[].function or function_call) needs a name and arguments."""
+    if not isinstance(call, dict):
+        return _issue("invalid_tool_call", f"{where} must be an object with 'name' and 'arguments'")
+    name = call.get("name")
+    if not isinstance(name, str) or not name:
+        return _issue("invalid_tool_call", f"{where} has no function 'name'")
+    if not FUNCTION_NAME.fullmatch(name):
+        return _issue(
+            "invalid_tool_call",
+            f"{where} function name {name!r} must be 1-64 letters, digits, '_' or '-'",
+        )
+    return _arguments_issues(where, call)
+
+
+def _tool_call_issues(where: str, tool_call: object) -> list[FormatIssue]:
+    """One entry of tool_calls: {"id", "type": "function", "function": {"name", "arguments"}}."""
+    if not isinstance(tool_call, dict):
+        return _issue("invalid_tool_call", f"{where} must be an object")
+    call_id = tool_call.get("id")
+    if not isinstance(call_id, str) or not call_id:
+        return _issue("invalid_tool_call", f"{where} has no 'id'")
+    if tool_call.get("type") != "function":
+        return _issue("invalid_tool_call", f"{where} 'type' must be 'function'")
+    if "function" not in tool_call:
+        return _issue("invalid_tool_call", f"{where} has no 'function'")
+    return _called_function_issues(where, tool_call["function"])
+
+
+def _calls_issues(number: int, message: dict) -> list[FormatIssue]:
+    """The calls of an assistant message; an empty or null tool_calls counts as no calls."""
+    if message.get("role") != "assistant":
+        return []
+    tool_calls = message.get("tool_calls")
+    function_call = message.get("function_call")
+    if tool_calls and function_call:
+        return _issue(
+            "invalid_tool_call", f"message {number} has both 'tool_calls' and 'function_call'"
+        )
+    if function_call is not None:
+        return _called_function_issues(f"message {number} function_call", function_call)
+    if tool_calls is None or tool_calls == []:
+        return []
+    if not isinstance(tool_calls, list):
+        return _issue(
+            "invalid_tool_call",
+            f"message {number} 'tool_calls' must be a list, not {_kind(tool_calls)}",
+        )
+    issues = [
+        issue
+        for index, call in enumerate(tool_calls, 1)
+        for issue in _tool_call_issues(f"message {number} tool call {index}", call)
+    ]
+    ids = [call.get("id") for call in tool_calls if isinstance(call, dict)]
+    repeated = sorted({i for i in ids if isinstance(i, str) and ids.count(i) > 1})
+    return issues + [
+        FormatIssue("invalid_tool_call", f"message {number} uses tool call id {i!r} twice")
+        for i in repeated
     ]
 
 
@@ -182,8 +315,125 @@ def _message_issues(number: int, message: object) -> list[FormatIssue]:
         _key_issues(number, message)
         + _role_issues(number, message)
         + _content_issues(number, message)
+        + _calls_issues(number, message)
         + _weight_issues(number, message)
     )
+
+
+def _definition_issues(where: str, function: object) -> list[FormatIssue]:
+    """One function definition: a valid name, an optional description and parameters object."""
+    if not isinstance(function, dict):
+        return _issue("invalid_tools", f"{where} must be an object with a 'name'")
+    name = function.get("name")
+    if not isinstance(name, str) or not FUNCTION_NAME.fullmatch(name):
+        shown = "no 'name'" if name is None else f"name {name!r}"
+        return _issue(
+            "invalid_tools", f"{where} has {shown}; a name is 1-64 letters, digits, '_' or '-'"
+        )
+    if not isinstance(function.get("description", ""), str):
+        return _issue("invalid_tools", f"{where} 'description' must be a string")
+    if not isinstance(function.get("parameters", {}), dict):
+        return _issue("invalid_tools", f"{where} 'parameters' must be a JSON object")
+    return []
+
+
+def _tool_definition_issues(where: str, tool: object) -> list[FormatIssue]:
+    """One entry of tools: {"type": "function", "function": {definition}}."""
+    if not isinstance(tool, dict) or tool.get("type") != "function":
+        return _issue("invalid_tools", f'{where} must be {{"type": "function", ...}}')
+    if "function" not in tool:
+        return _issue("invalid_tools", f"{where} has no 'function'")
+    return _definition_issues(where, tool["function"])
+
+
+def _definitions_issues(example: dict) -> list[FormatIssue]:
+    """The example's tools / functions lists and parallel_tool_calls; null counts as absent."""
+    issues = []
+    for key, check in (("tools", _tool_definition_issues), ("functions", _definition_issues)):
+        items = example.get(key)
+        if items is None:
+            continue
+        if not isinstance(items, list):
+            issues += _issue("invalid_tools", f"'{key}' must be a list, not {_kind(items)}")
+            continue
+        if len(items) > MAX_FUNCTIONS:
+            issues += _issue(
+                "invalid_tools",
+                f"'{key}' has {len(items)} items; at most {MAX_FUNCTIONS} are allowed",
+            )
+        issues += [
+            issue for i, item in enumerate(items, 1) for issue in check(f"'{key}' item {i}", item)
+        ]
+    parallel = example.get("parallel_tool_calls")
+    if parallel is not None and not isinstance(parallel, bool):
+        issues += _issue("invalid_tools", "'parallel_tool_calls' must be true or false")
+    return issues
+
+
+def _tool_result_issue(number: int, message: dict, open_calls: set[str]) -> list[FormatIssue]:
+    """A tool message must answer a call made before it that is not answered yet."""
+    call_id = message.get("tool_call_id")
+    if not isinstance(call_id, str) or not call_id:
+        return _issue("invalid_tool_result", f"message {number} (tool) has no 'tool_call_id'")
+    if call_id not in open_calls:
+        return _issue(
+            "invalid_tool_result",
+            f"message {number} 'tool_call_id' {call_id!r} matches no earlier unanswered tool call",
+        )
+    open_calls.discard(call_id)
+    return []
+
+
+def _function_result_issue(number: int, message: dict, called: set[str]) -> list[FormatIssue]:
+    """A legacy function message names the function_call it answers."""
+    name = message.get("name")
+    if not isinstance(name, str) or not name:
+        return _issue("invalid_tool_result", f"message {number} (function) has no 'name'")
+    if name not in called:
+        return _issue(
+            "invalid_tool_result",
+            f"message {number} (function) 'name' {name!r} matches no earlier function_call",
+        )
+    return []
+
+
+def _result_issues(messages: list) -> list[FormatIssue]:
+    """Tool and function results in order: each answers a call an earlier assistant made."""
+    open_calls: set[str] = set()
+    called: set[str] = set()
+    issues: list[FormatIssue] = []
+    for number, message in enumerate(messages, 1):
+        if not isinstance(message, dict):
+            continue
+        role = message.get("role")
+        if role == "tool":
+            issues += _tool_result_issue(number, message, open_calls)
+        elif role == "function":
+            issues += _function_result_issue(number, message, called)
+        elif role == "assistant":
+            calls = message.get("tool_calls")
+            if isinstance(calls, list):
+                open_calls |= {
+                    c["id"] for c in calls if isinstance(c, dict) and isinstance(c.get("id"), str)
+                }
+            function_call = message.get("function_call")
+            if isinstance(function_call, dict) and isinstance(function_call.get("name"), str):
+                called.add(function_call["name"])
+    return issues
+
+
+def _ending_issues(messages: list) -> list[FormatIssue]:
+    """Training targets assistant turns, so an example needs one and must end with one."""
+    roles = [message.get("role") if isinstance(message, dict) else None for message in messages]
+    if "assistant" not in roles:
+        return _issue("example_missing_assistant_message", "example has no assistant message")
+    if roles[-1] != "assistant" and isinstance(messages[-1], dict):
+        return _issue(
+            "last_message_not_assistant",
+            f"message {len(messages)} is the last but has role {roles[-1]!r}; "
+            "an example must end with an assistant message",
+        )
+    return []
 
 
 def check_example(example: object) -> list[FormatIssue]:
@@ -194,9 +444,9 @@ def check_example(example: object) -> list[FormatIssue]:
     if not isinstance(messages, list) or not messages:
         return _issue("missing_messages_list", "example has no non-empty 'messages' list")
     issues = [issue for i, msg in enumerate(messages, 1) for issue in _message_issues(i, msg)]
-    if not any(isinstance(msg, dict) and msg.get("role") == "assistant" for msg in messages):
-        issues += _issue("example_missing_assistant_message", "example has no assistant message")
-    return issues
+    return (
+        issues + _definitions_issues(example) + _result_issues(messages) + _ending_issues(messages)
+    )
 
 
 def _reject_constant(name: str) -> object:
@@ -237,7 +487,8 @@ def _check_line(number: int, raw: bytes | str, model: str) -> ExampleCheck:
         return ExampleCheck(number, issues)
     messages = cast(dict, example)["messages"]
     trainable = any(m.get("role") == "assistant" and m.get("weight", 1) != 0 for m in messages)
-    return ExampleCheck(number, [], tokens.count_message_tokens(messages, model), trainable)
+    count = tokens.count_example_tokens(cast(dict, example), model)
+    return ExampleCheck(number, [], count, trainable)
 
 
 def check_jsonl(lines: Iterable[bytes | str], model: str) -> FileCheck:

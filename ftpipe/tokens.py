@@ -4,6 +4,11 @@
 package ships the same o200k_base and cl100k_base tables, so `tiktoken.Encoding`s are built
 from them. A local model (catalogue encoding `hf:<folder>`) counts with its fast tokenizer
 (`tokenizers`, no torch) and its chat template, exactly as its training sees an example.
+
+Tool definitions (`tools`, legacy `functions`) are counted with the estimate from OpenAI's
+cookbook ("How to count tokens with tiktoken", `num_tokens_for_tools`): OpenAI does not publish
+how it renders function definitions into the prompt, so that count is an approximation, close
+for flat parameter schemas and low for nested ones (see `count_function_tokens`).
 """
 
 from __future__ import annotations
@@ -22,11 +27,21 @@ with warnings.catch_warnings():  # bpe-openai loads tables on import via a depre
     from bpe_openai import registry
 
 from ftpipe.catalog import HF_ENCODING_PREFIX, all_models, base_model_of, encoding_name
+from ftpipe.training.templates import example_tools
 
 DEFAULT_MODEL = "gpt-4o-mini"
 TOKENS_PER_MESSAGE = 3
 TOKENS_PER_NAME = 1
 TOKENS_PER_REPLY = 3
+# The cookbook's constants for function definitions: per function (7 for the gpt-4o family,
+# 10 for gpt-3.5-turbo / gpt-4), per parameters block, per property, per enum list (negative:
+# it replaces part of the property line), per enum value, and once after all definitions.
+TOKENS_PER_FUNCTION = {"o200k_base": 7, "cl100k_base": 10}
+TOKENS_PER_PROPERTIES = 3
+TOKENS_PER_PROPERTY = 3
+TOKENS_PER_ENUM = -3
+TOKENS_PER_ENUM_VALUE = 3
+TOKENS_AFTER_FUNCTIONS = 12
 
 _CONSTRUCTORS: dict[str, Callable[[], dict[str, Any]]] = {
     "o200k_base": registry.o200k_base,
@@ -60,17 +75,20 @@ class LocalEncoding:
     def decode(self, ids: list[int]) -> str:
         return self.tokenizer.decode(ids, skip_special_tokens=False)
 
-    def count_messages(self, messages: list[dict]) -> int:
-        """Tokens of the example as training renders it (the training chat template)."""
+    def count_messages(self, messages: list[dict], tools: list[dict] | None = None) -> int:
+        """Tokens of the example as training renders it (the training chat template), tool
+        definitions and calls included exactly as training renders them."""
         from transformers.utils.chat_template_utils import render_jinja_template
 
-        from ftpipe.training.data import training_template
+        from ftpipe.training.data import chat_inputs, training_template
 
         template = training_template(self.template)
         if not template:
             raise ValueError(f"{self.folder} has no chat template, so it cannot be trained on")
+        messages, tools = chat_inputs(template, messages, tools, self.special_tokens)
         rendered, _ = render_jinja_template(
             conversations=[[_plain(message) for message in messages]],
+            tools=tools,
             chat_template=template,
             **self.special_tokens,
         )
@@ -221,8 +239,10 @@ def _message_strings(message: Mapping[str, object]) -> Iterator[str]:
 
 
 def count_message_tokens(messages: list[dict], model: str = DEFAULT_MODEL) -> int:
-    """Tokens of one chat example by OpenAI's rule: 3 per message, +1 per name, +3 at the end;
-    a local model's example is counted as its chat template renders it."""
+    """Tokens of one chat example's messages by OpenAI's rule: 3 per message, +1 per name, +3 at
+    the end, and every string value (a call: its name and arguments only, an estimate); a local
+    model's example is counted as its chat template renders it. Tool definitions are not
+    included: `count_example_tokens` adds them."""
     encoding = encoding_for_model(model)
     if isinstance(encoding, LocalEncoding):
         return encoding.count_messages(messages)
@@ -233,6 +253,62 @@ def count_message_tokens(messages: list[dict], model: str = DEFAULT_MODEL) -> in
             total += TOKENS_PER_NAME
         total += sum(len(encoding.encode_ordinary(text)) for text in _message_strings(message))
     return total
+
+
+def _text_of(value: object) -> str:
+    """A schema value as counted text: strings as they are, anything else as JSON."""
+    return value if isinstance(value, str) else json.dumps(value, ensure_ascii=False)
+
+
+def _property_tokens(name: str, schema: object, encode: Callable[[str], list[int]]) -> int:
+    """One parameter: `name:type:description` (a trailing period dropped) and its enum values."""
+    schema = schema if isinstance(schema, Mapping) else {}
+    total = TOKENS_PER_PROPERTY
+    enum = schema.get("enum")
+    if isinstance(enum, list):
+        total += TOKENS_PER_ENUM
+        total += sum(TOKENS_PER_ENUM_VALUE + len(encode(_text_of(value))) for value in enum)
+    kind = _text_of(schema.get("type", ""))
+    description = _text_of(schema.get("description", "")).removesuffix(".")
+    return total + len(encode(f"{name}:{kind}:{description}"))
+
+
+def _function_tokens(function: Mapping[str, Any], per_function: int, encode: Callable) -> int:
+    """One definition: `name:description` and its top-level properties (nested ones are not
+    counted, as in the cookbook)."""
+    description = _text_of(function.get("description", "")).removesuffix(".")
+    total = per_function + len(encode(f"{_text_of(function.get('name', ''))}:{description}"))
+    parameters = function.get("parameters")
+    properties = parameters.get("properties") if isinstance(parameters, Mapping) else None
+    if isinstance(properties, Mapping) and properties:
+        total += TOKENS_PER_PROPERTIES
+        total += sum(_property_tokens(k, v, encode) for k, v in properties.items())
+    return total
+
+
+def count_function_tokens(functions: list[Mapping[str, Any]], model: str = DEFAULT_MODEL) -> int:
+    """Estimated prompt tokens of function definitions, by OpenAI's cookbook
+    (`num_tokens_for_tools`); OpenAI's own rendering is not public, so this is approximate."""
+    if not functions:
+        return 0
+    encoding = encoding_for_model(model)
+    per_function = TOKENS_PER_FUNCTION.get(encoding.name, TOKENS_PER_FUNCTION["o200k_base"])
+    encode = encoding.encode_ordinary
+    return TOKENS_AFTER_FUNCTIONS + sum(
+        _function_tokens(f, per_function, encode) for f in functions
+    )
+
+
+def count_example_tokens(example: Mapping[str, Any], model: str = DEFAULT_MODEL) -> int:
+    """Tokens of one whole training example: its messages by OpenAI's rule plus its `tools` /
+    `functions` by the cookbook estimate; a local model's as its chat template renders it all."""
+    messages = list(example.get("messages") or [])
+    tools = example_tools(example)
+    encoding = encoding_for_model(model)
+    if isinstance(encoding, LocalEncoding):
+        return encoding.count_messages(messages, tools)
+    functions = [t["function"] for t in tools if isinstance(t.get("function"), Mapping)]
+    return count_message_tokens(messages, model) + count_function_tokens(functions, model)
 
 
 def truncate_to_tokens(text: str, limit: int, model: str = DEFAULT_MODEL) -> str:

@@ -129,8 +129,7 @@ class Merger:
             )
         counts = np.concatenate(self.token_counts) if self.token_counts else np.empty(0, np.int64)
         held_out = [
-            tokens.count_message_tokens(json.loads(line)["messages"], self.options.model)
-            for line in validation
+            tokens.count_example_tokens(json.loads(line), self.options.model) for line in validation
         ]
         train_tokens = billed_tokens_per_epoch(
             counts.tolist(), self.limit

@@ -19,9 +19,10 @@ _RARE_CONTROL = "[\x00-\x08\x0b\x0c\x0e-\x1f]"  # json.dumps writes these as \b,
 _RARE_CONTROL_RE = re.compile(_RARE_CONTROL)
 
 
-def render_example(messages: list[dict[str, Any]]) -> str:
-    """One example line, the reference format every other path must match byte for byte."""
-    return json.dumps({"messages": messages}, ensure_ascii=False)
+def render_example(messages: list[dict[str, Any]], extras: dict[str, Any] | None = None) -> str:
+    """One example line, the reference format every other path must match byte for byte;
+    `extras` are the example's other top-level keys (tools, functions), kept as they came."""
+    return json.dumps({"messages": messages, **(extras or {})}, ensure_ascii=False)
 
 
 def _escaped(values: pa.Array) -> pa.Array:
