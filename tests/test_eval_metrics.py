@@ -394,3 +394,32 @@ def test_paired_difference_of_macro_f1() -> None:
     base = macro_f1_statistic(["a"] * 20, references, ["a", "b"])  # always says a
     difference = paired_difference(tuned, base, 20)
     assert difference.low > 0
+
+
+# --- sign_test: the exact paired test the verdict rests on ---------------------------------
+
+
+def test_sign_test_is_exact_on_few_examples() -> None:
+    from ftpipe.eval.stats import sign_test
+
+    # 4 of 6 right against 0 of 6: four discordant pairs all one way, 2 * (1/2)^4
+    assert sign_test([1, 1, 1, 1, 0, 0], [0] * 6) == 0.125
+    # eight one way: 2 * (1/2)^8
+    assert sign_test([1] * 8 + [0] * 4, [0] * 12) == pytest.approx(0.0078125)
+    # ties are left out; a 3-1 split of four is 2 * (1 + 4) / 16
+    assert sign_test([1, 1, 1, 0, 0.5, 0.5], [0, 0, 0, 1, 0.5, 0.5]) == pytest.approx(0.625)
+    assert sign_test([0.2, 0.7], [0.2, 0.7]) == 1.0
+    with pytest.raises(ValueError, match="differ in length"):
+        sign_test([1], [1, 0])
+
+
+def test_a_verdict_needs_the_exact_test_not_only_the_bootstrap() -> None:
+    from ftpipe.eval.result import Difference
+
+    few = Difference(metric="accuracy", tuned=4 / 6, base=0, difference=4 / 6, low=0.33,
+                     high=1.0, p_value=0.125)  # fmt: skip
+    assert not few.better_than_noise and not few.worse_than_noise
+    many = few.model_copy(update={"p_value": 0.002})
+    assert many.better_than_noise
+    corpus = few.model_copy(update={"p_value": None})  # macro-F1: the interval decides
+    assert corpus.better_than_noise

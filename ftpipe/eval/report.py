@@ -111,10 +111,10 @@ def verdict_line(result: EvalResult) -> str:
         "worse": "is worse than its base",
         "no clear difference": "is not clearly different from its base",
     }[result.verdict]
+    evidence = "" if main is None or main.p_value is None else f"; sign test p={main.p_value:.3g}"
     line = (
         f"{result.tuned_model} {words} {result.base_model} on {result.examples} held-out "
-        f"examples ({change}; 95% interval excludes 0: "
-        f"{'yes' if result.verdict in ('better', 'worse') else 'no'})."
+        f"examples ({change}{evidence})."
     )
     for check in result.gate:
         line += (
@@ -143,7 +143,8 @@ def markdown(result: EvalResult, *, chart: str | None = None) -> str:
     lines += [
         "",
         "Values with their 95% interval (Wilson for proportions, bootstrap otherwise; the "
-        "difference is a paired bootstrap over the same examples)."
+        "difference is a paired bootstrap over the same examples). The verdict needs the exact "
+        "sign test over the examples where the two models differ at p < 0.05."
         + (" Validation loss and token accuracy are the endpoint's own figures from the "
            "job's final checkpoint." if _has_endpoint_metrics(result) else ""),
     ]  # fmt: skip

@@ -49,8 +49,12 @@ class ModelScores(BaseModel):
     confusion: list[list[int]] | None = None  # rows: reference label, columns: predicted
 
 
+SIGNIFICANCE = 0.05
+
+
 class Difference(BaseModel):
-    """Tuned minus base on one metric, with the paired bootstrap's 95% interval."""
+    """Tuned minus base on one metric: the paired bootstrap's 95% interval, and the exact sign
+    test's p-value over the examples where the two differ (None for corpus-level metrics)."""
 
     metric: str
     tuned: float
@@ -58,14 +62,23 @@ class Difference(BaseModel):
     difference: float
     low: float
     high: float
+    p_value: float | None = None
+
+    @property
+    def significant(self) -> bool:
+        """Decided by the exact test where there is one: the bootstrap is too sure on few
+        examples (4 of 6 right against 0 of 6 is p = 0.125, not proof)."""
+        if self.p_value is not None:
+            return self.p_value < SIGNIFICANCE
+        return self.low > 0 or self.high < 0
 
     @property
     def better_than_noise(self) -> bool:
-        return self.low > 0
+        return self.difference > 0 and self.significant
 
     @property
     def worse_than_noise(self) -> bool:
-        return self.high < 0
+        return self.difference < 0 and self.significant
 
 
 class JudgeResult(BaseModel):

@@ -10,7 +10,7 @@ import numpy as np
 from ftpipe.errors import InputError
 from ftpipe.eval import metrics
 from ftpipe.eval.result import LABEL_METRICS, Difference, ModelScores, Score
-from ftpipe.eval.stats import bootstrap, mean_of, paired_difference, wilson
+from ftpipe.eval.stats import bootstrap, mean_of, paired_difference, sign_test, wilson
 
 PROPORTIONS = ("exact_match", "normalized_match", "accuracy")
 FREE_TEXT_METRICS = ("exact_match", "normalized_match", "token_f1")
@@ -80,6 +80,7 @@ class Scorer:
 
     def _difference(self, metric: str, tuned: Sequence[str], base: Sequence[str]) -> Difference:
         n = len(self.references)
+        p_value = None
         if metric == "macro_f1":
             a, b = self._macro_f1(tuned), self._macro_f1(base)
             whole = np.arange(n)
@@ -89,6 +90,7 @@ class Scorer:
             x, y = self.per_example(metric, tuned), self.per_example(metric, base)
             interval = bootstrap(mean_of([i - j for i, j in zip(x, y, strict=True)]), n)
             tuned_value, base_value = sum(x) / n, sum(y) / n
+            p_value = sign_test(x, y)
         return Difference(
             metric=metric,
             tuned=tuned_value,
@@ -96,6 +98,7 @@ class Scorer:
             difference=tuned_value - base_value,
             low=interval.low,
             high=interval.high,
+            p_value=p_value,
         )
 
 

@@ -137,3 +137,19 @@ class _Mean:
 def mean_of(values: Sequence[float]) -> Statistic:
     """A bootstrap statistic for per-example scores (match, token F1); vectorised via `batched`."""
     return _Mean(values)
+
+
+def sign_test(a: Sequence[float], b: Sequence[float]) -> float:
+    """Two-sided exact sign test of paired scores (McNemar's exact test for 0/1 scores): the
+    chance of a split at least this lopsided among the examples where the two models differ,
+    if neither were better. Exact at any n, so a handful of examples never looks decisive."""
+    if len(a) != len(b):
+        raise ValueError(f"paired scores differ in length: {len(a)} and {len(b)}")
+    wins = sum(1 for x, y in zip(a, b, strict=True) if x > y)
+    losses = sum(1 for x, y in zip(a, b, strict=True) if x < y)
+    n = wins + losses
+    if n == 0:
+        return 1.0
+    k = min(wins, losses)
+    tail = sum(math.comb(n, i) for i in range(k + 1)) / 2**n
+    return min(1.0, 2 * tail)
