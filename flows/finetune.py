@@ -9,16 +9,21 @@ from typing import Any, Literal
 from prefect import flow, get_run_logger
 from pydantic import BaseModel, create_model
 
+from ftpipe.catalog import check_default_model
 from ftpipe.dialogue_log import has_dialogues
+from ftpipe.errors import InputError
 from ftpipe.estimate import cost_for
-from ftpipe.finetune.launch import LaunchOptions, LaunchRequest
-from ftpipe.flows.prepare_dataset import prepare_dataset
-from ftpipe.prepare.options import PrepareOptions
+from ftpipe.eval.options import EvalOptions
+from ftpipe.eval.run import enforce_gate
+from ftpipe.finetune.launch import Epochs, LaunchOptions, LaunchRequest, Suffix
+from ftpipe.flows.prepare_dataset import plain_parameter_errors, prepare_dataset
+from ftpipe.prepare.options import ModelName, PrepareOptions
 from ftpipe.prepare.pipeline import PrepareFailed
 from ftpipe.registry import default_registry
 from ftpipe.settings import get_settings
 from ftpipe.tasks.backend import flow_backend, run_model
 from ftpipe.tasks.common import run_bounded
+from ftpipe.tasks.evaluate import evaluate_task
 from ftpipe.tasks.finetune import (
     endpoint,
     launch_job,
@@ -54,6 +59,7 @@ def cost_with_epochs(cost: dict[str, Any], model: str, n_epochs: int | str) -> d
     return asdict(cost_for(cost["examples"], cost["tokens_per_epoch"], model, n_epochs))
 
 
+@plain_parameter_errors
 @flow(name="finetune")
 def finetune(
     paths: list[str],
@@ -67,8 +73,11 @@ def finetune(
     out_dir: str = "data/processed",
     task_runner: Literal["threads", "dask"] = "threads",
     dask_address: str | None = None,
+    evaluate: bool = True,
+    evaluation: EvalOptions = EvalOptions(),
 ) -> dict[str, Any]:
-    """Prepare the inputs, upload them, launch one fine-tuning job, and optionally wait for it.
+    """Prepare the inputs, upload them, launch one fine-tuning job, and optionally wait for it
+    and evaluate the new model against its base on the held-out split.
 
     Args:
         paths: CSV files or folders, dialogue logs (.json) or chat JSONL files.
@@ -86,10 +95,15 @@ def finetune(
             cluster, a local cluster unless dask_address is given.
         dask_address: The scheduler of an existing Dask cluster (tcp://host:8786); needs
             task_runner dask.
+        evaluate: After a successful wait, compare the fine-tuned model with its base on the
+            validation split and publish the verdict.
+        evaluation: Metrics, an optional judge, and the min_improvement gate that fails this
+            run when the tuned model does not beat its base by that much.
     """
     with flow_backend(options.model if "model" in options.model_fields_set else None) as settings:
         if "model" not in options.model_fields_set:  # the default follows this run's backend
-            options = options.model_copy(update={"model": run_model(None, settings)})
+            model = check_default_model(run_model(None, settings))
+            options = options.model_copy(update={"model": model})
         chosen = launch_options(options, training)
         prepared = _prepare(paths, options, chosen, csv_text, out_dir, task_runner, dask_address)
         training_file = upload_file(prepared["train"])
@@ -105,13 +119,15 @@ def finetune(
             force=force,
         )
         launched = launch_job(request)
-        record = launched.job
+        record, verdict = launched.job, None
         publish_status([record])
         if wait:
             record = wait_job(record.job_id, wait_timeout_minutes * 60)
             publish_status([record])
             if record.status == "succeeded":
                 publish_loss_curve(record.job_id)
+                if evaluate:
+                    verdict = _evaluate(record.job_id, prepared, evaluation)
         return {
             "dataset_id": prepared["dataset_id"],
             "job_id": record.job_id,
@@ -119,7 +135,31 @@ def finetune(
             "status": record.status,
             "fine_tuned_model": record.fine_tuned_model,
             "cost": prepared["cost"],
+            "evaluation": verdict,
+            "skipped": prepared["report"].get("skipped_inputs", []),
         }
+
+
+def _evaluate(
+    job_id: str, prepared: dict[str, Any], evaluation: EvalOptions
+) -> dict[str, Any] | None:
+    """The evaluate task on this dataset's validation split; the gate fails the run after the
+    result is published and recorded, so a worse model is reported, never adopted quietly."""
+    data = evaluation.data or prepared["validation"]
+    if data is None:
+        if evaluation.min_improvement:
+            raise InputError(
+                "evaluation.min_improvement",
+                "needs held-out examples, but this dataset has no validation split",
+            )
+        get_run_logger().warning("No validation split: the evaluation is skipped")
+        return None
+    result = evaluate_task(
+        job_id, evaluation.model_copy(update={"data": data}), out_dir=prepared["out_dir"]
+    )
+    verdict = {"verdict": result.verdict, "passed": result.passed, "summary": result.summary()}
+    enforce_gate(result)
+    return verdict
 
 
 def _prepare(
@@ -154,17 +194,20 @@ def default_dialogue_dir() -> str:
     return str(get_settings().home / "dialogues")
 
 
+@plain_parameter_errors
 @flow(name="finetune_dialogues")
 def finetune_dialogues(
     dialogues_dir: str | None = None,
-    model: str | None = None,
+    model: ModelName | None = None,
     sentiments: list[Literal["positive", "negative", "neutral"]] | None = None,
     redact: bool = True,
-    suffix: str | None = "dialogues",
-    n_epochs: int | None = None,
+    suffix: Suffix | None = "dialogues",
+    n_epochs: Epochs | None = None,
     wait: bool = False,
     force: bool = False,
     description: str = "fine-tune on saved dialogues",
+    evaluate: bool = True,
+    min_improvement: dict[str, float] | None = None,
 ) -> dict[str, Any]:
     """Saved chat dialogues (the chat task's log folder by default) to a fine-tuning job.
 
@@ -178,9 +221,12 @@ def finetune_dialogues(
         wait: Wait for the job to finish.
         force: Launch even if these dialogues already have a job.
         description: A note kept with the job.
+        evaluate: With wait, compare the new model with its base on the held-out dialogues.
+        min_improvement: With wait, fail the run (the model is reported, not adopted) unless
+            tuned minus base reaches this per metric, e.g. {"primary": 0.0}.
     """
     with flow_backend(model) as settings:
-        model = model or settings.default_model
+        model = model or check_default_model(settings.default_model)
         if dialogues_dir is None and not has_dialogues(Path(default_dialogue_dir())):
             # The nightly run before anyone chatted is not a failure; a folder given by hand that
             # holds nothing still is, with its name in the error.
@@ -194,10 +240,14 @@ def finetune_dialogues(
         return finetune(
             paths=[dialogues_dir or default_dialogue_dir()],
             options=PrepareOptions(model=model, sentiments=sentiments, redact=redact),
-            training=TrainingOptions(suffix=suffix, n_epochs=n_epochs or "auto"),
+            training=TrainingOptions(
+                suffix=suffix, n_epochs="auto" if n_epochs is None else n_epochs
+            ),
             wait=wait,
             force=force,
             description=description,
+            evaluate=evaluate,
+            evaluation=EvalOptions(min_improvement=min_improvement or {}),
         )
 
 

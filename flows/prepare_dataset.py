@@ -5,12 +5,15 @@ from __future__ import annotations
 import logging
 from collections.abc import Iterator
 from contextlib import contextmanager
+from pathlib import Path
 from typing import Any, Literal
 
-from prefect import flow
+from prefect import Flow, flow
+from prefect.exceptions import ParameterTypeError
 
+from ftpipe.catalog import check_default_model
 from ftpipe.prepare.options import PrepareOptions
-from ftpipe.prepare.pipeline import PrepareFailed
+from ftpipe.prepare.pipeline import PrepareFailed, check_paths
 from ftpipe.tasks.prepare import (
     make_task_runner,
     merge_parts,
@@ -20,8 +23,43 @@ from ftpipe.tasks.prepare import (
 )
 
 RUN_LOGGERS = ("prefect.flow_runs", "prefect.task_runs")
+FlowT = Flow[Any, Any]
 
 
+def plain_parameter_errors(checked: FlowT) -> FlowT:
+    """Prefect states invalid parameters over several lines; the run fails instead with one
+    line naming each bad parameter and its problem, still before any task (schema unchanged)."""
+    validate = checked.validate_parameters
+
+    def validate_plainly(parameters: dict[str, Any]) -> dict[str, Any]:
+        try:
+            return validate(parameters)
+        except ParameterTypeError as error:
+            raise ParameterTypeError(_one_line(str(error))) from None
+
+    checked.validate_parameters = validate_plainly  # type: ignore[method-assign]
+    return checked
+
+
+def _one_line(message: str) -> str:
+    """Prefect's "invalid parameters:" and one "- a.b: Value error, x" line each, as "invalid
+    parameter a.b: x"; a message of another shape is only joined into one line."""
+    items = [line.strip().removeprefix("- ") for line in message.splitlines()[1:] if line.strip()]
+    if not items:
+        return " ".join(message.split())
+    items = [item.replace(": Value error, ", ": ", 1) for item in items]
+    return f"invalid parameter{'s' if len(items) > 1 else ''} " + "; ".join(items)
+
+
+def check_before_reading(paths: list[str], options: PrepareOptions, out_dir: str) -> None:
+    """What a run can check without reading any input (the default model, the paths, the
+    output folder), so that it fails before its first task, in one line."""
+    if "model" not in options.model_fields_set:
+        check_default_model(options.model)
+    check_paths(paths, Path(out_dir))
+
+
+@plain_parameter_errors
 @flow(name="prepare_dataset")
 def prepare_dataset(
     paths: list[str],
@@ -49,6 +87,7 @@ def prepare_dataset(
             task_runner dask.
     """
     runner = make_task_runner(task_runner, dask_address)  # a wrong choice fails before reading
+    check_before_reading(paths, options, out_dir)
     plan = plan_dataset(paths, options, csv_text, out_dir)
     parts = prepare_sources(plan, runner)
     try:

@@ -14,12 +14,14 @@ from openai.types.completion_usage import CompletionUsage
 
 from ftpipe import retry
 from ftpipe.dialogue_log import DialogueLog
+from ftpipe.errors import InputError
 from ftpipe.sentiment import Sentiment
 
 Message = dict[str, Any]
 T = TypeVar("T")
 
 SYSTEM_ROLES = ("system", "developer")
+SOURCE = "ask"  # how InputErrors of a request name it
 
 
 @dataclass(frozen=True)
@@ -58,8 +60,10 @@ def ask(
     log: DialogueLog | None = None,
 ) -> Reply:
     """One completion, tried up to `attempts` times on transient errors (the last error
-    propagates); the reply is labelled by `sentiment` and saved to `log` when given."""
-    policy = retry.retrying(attempts, what="chat")  # checks `attempts` before any request
+    propagates); the reply is labelled by `sentiment` and saved to `log` when given.
+    An empty question or `attempts` below 1 is an InputError before any request."""
+    check_request(text_or_messages, attempts)
+    policy = retry.retrying(attempts, what="chat")
     messages = build_messages(text_or_messages, system_instruction)
     once = retry.no_sdk_retries(client)
 
@@ -75,6 +79,58 @@ def ask(
     if log is not None:
         _record(log, messages, reply)
     return reply
+
+
+def check_request(text_or_messages: object, attempts: object) -> None:
+    """Refuse what cannot be asked before a client is even made: a reply to an empty question
+    would be logged as a training example without a user message."""
+    check_attempts(attempts)
+    check_question(text_or_messages)
+
+
+def check_attempts(attempts: object) -> None:
+    """At least one try: zero would send nothing and answer nothing."""
+    if isinstance(attempts, bool) or not isinstance(attempts, int) or attempts < 1:
+        raise InputError(SOURCE, f"attempts must be at least 1, got {attempts!r}")
+
+
+def check_question(text_or_messages: object) -> None:
+    """The question (a string, or the last user message of a list) must hold text or an image;
+    whitespace alone is empty."""
+    if isinstance(text_or_messages, str):
+        content: object = text_or_messages
+    elif isinstance(text_or_messages, list):
+        content = _question_content(text_or_messages)
+    else:
+        kind = type(text_or_messages).__name__
+        raise InputError(SOURCE, f"the question must be text or a list of messages, got {kind}")
+    if not _has_content(content):
+        raise InputError(SOURCE, "the question is empty; there is nothing to answer or to log")
+
+
+def _question_content(messages: list[Any]) -> object:
+    """The content of the last user message, None when there is none."""
+    users = [m for m in messages if isinstance(m, dict) and m.get("role") == "user"]
+    return users[-1].get("content") if users else None
+
+
+def _has_content(content: object) -> bool:
+    """Text other than whitespace, or a part that is not text (an image)."""
+    if isinstance(content, str):
+        return bool(content.strip())
+    if isinstance(content, list):
+        return any(_part_has_content(part) for part in content)
+    return False
+
+
+def _part_has_content(part: object) -> bool:
+    """A typed content part: text counts when it is not blank, any other type counts."""
+    if not isinstance(part, dict):
+        return False
+    if part.get("type", "text") == "text":
+        text = part.get("text")
+        return isinstance(text, str) and bool(text.strip())
+    return True
 
 
 def _given(value: T | None) -> T | openai.Omit:

@@ -126,11 +126,16 @@ class OptionGroup:
 
     def build(self, values: dict[str, Any], command: str) -> BaseModel:
         """Take this group's options out of `values` and validate them into the model."""
+        from ftpipe.errors import InputError
+
         given: dict[str, Any] = {}
         for name in self.fields():
             value, flag = values.pop(f"{self.prefix}{name}"), self.flag(name)
-            if value is None and flag.fallback:
-                value = flag.fallback()
+            try:
+                if value is None and flag.fallback:
+                    value = flag.fallback()  # a default from a setting names the setting
+            except InputError as error:
+                fail(f"ftpipe {command}: {error}", 2)
             if value is not None:
                 given[name] = flag.parse(value) if flag.parse else value
         try:
@@ -144,13 +149,21 @@ class OptionGroup:
 
 def _cli_type(annotation: Any) -> Any:
     """The field's type as typer reads it: X | None is an optional X, and a union typer has no
-    parser for (int | 'auto') is read as text that the model then validates."""
+    parser for (int | 'auto') is read as text that the model then validates. Constraints
+    (Annotated) are left to the model too, so they fail as one line like every other check."""
     if getattr(annotation, "__origin__", None) is Union or isinstance(annotation, types.UnionType):
-        members = [arg for arg in get_args(annotation) if arg is not type(None)]
+        members = [_bare(arg) for arg in get_args(annotation) if arg is not type(None)]
         if len(members) == 1:
             return members[0] | None
         return str | None if len(members) < len(get_args(annotation)) else str
-    return annotation
+    return _bare(annotation)
+
+
+def _bare(annotation: Any) -> Any:
+    """The type under Annotated[...] metadata, which typer would otherwise validate itself."""
+    from typing import get_origin
+
+    return get_args(annotation)[0] if get_origin(annotation) is Annotated else annotation
 
 
 def _cli_default(default: Any, flag: Flag) -> Any:
@@ -171,6 +184,7 @@ def model_options(*groups: OptionGroup) -> Callable[[Command], Command]:
 
         @functools.wraps(command)
         def wrapper(**values: Any) -> Any:
+            _check_settings(command.__name__)
             for group in groups:
                 values[group.argument] = group.build(values, command.__name__)
             return command(**values)
@@ -180,6 +194,42 @@ def model_options(*groups: OptionGroup) -> Callable[[Command], Command]:
         return wrapper  # type: ignore[return-value]
 
     return decorate
+
+
+def _check_settings(command: str) -> None:
+    """Settings that cannot work (a bad value, FTPIPE_HOME a file) stop the command before its
+    options are built or any input is read: one line naming the variable, exit 2."""
+    from ftpipe.errors import InputError
+
+    try:
+        get_settings().checked_home()
+    except InputError as error:
+        fail(f"ftpipe {command}: {error}", 2)
+
+
+def _default_model() -> str:
+    """FTPIPE_DEFAULT_MODEL (or the backend's default) when --model is not given; a typo in
+    the variable is named as the variable, not as an option the user never typed."""
+    from ftpipe.catalog import check_default_model
+
+    return check_default_model(get_settings().default_model)
+
+
+def _check_paths(command: str, paths: list[Path], out: Path, csv_text: str | None) -> None:
+    """The named inputs and --out, checked before anything is read: a missing path, a pipe, a
+    broken link or an --out that is a file is one line naming it, exit 2."""
+    from ftpipe.prepare.pipeline import input_problem
+    from ftpipe.settings import unusable_folder
+
+    if not paths and csv_text is None:
+        fail(f"ftpipe {command}: no input given: pass files, folders or --csv-text", 2)
+    for path in paths:
+        problem = input_problem(path)
+        if problem:
+            fail(f"ftpipe {command}: {path}: {problem}", 2)
+    problem = unusable_folder(out)
+    if problem:
+        fail(f"ftpipe {command}: --out {out}: {problem}", 2)
 
 
 def _column_map(values: list[str]) -> dict[str, str] | None:
@@ -203,7 +253,7 @@ PREPARE_OPTIONS = OptionGroup(
     prefix="",
     panel="Dataset options",
     flags={
-        "model": Flag(fallback=lambda: get_settings().default_model),
+        "model": Flag(fallback=_default_model),
         "column_map": Flag(
             "--column",
             kind=list[str] | None,
@@ -308,6 +358,7 @@ def prepare(
 ) -> None:
     """Validate CSV files or saved dialogues and write train/validation JSONL with a report."""
     runner = _runner_choice(task_runner, dask_address)
+    _check_paths("prepare", paths or [], out, csv_text)
     try:
         if runner is None:
             prepared = _prepare_here(paths or [], options, csv_text, out)
@@ -318,7 +369,8 @@ def prepare(
     _print_prepared(*prepared)
 
 
-Prepared = tuple[str, dict[str, Any], dict[str, Any], str]  # id, counts, cost, output folder
+# id, counts, cost, output folder, inputs skipped ({path, reason})
+Prepared = tuple[str, dict[str, Any], dict[str, Any], str, list[dict[str, str]]]
 
 
 def _runner_choice(
@@ -358,7 +410,8 @@ def _prepare_here(
             bar.stop()
             raise
     report = result.report
-    return result.dataset_id, report["counts"], report["cost"], str(result.out_dir)
+    skipped = report.get("skipped_inputs", [])
+    return result.dataset_id, report["counts"], report["cost"], str(result.out_dir), skipped
 
 
 def _prepare_in_flow(
@@ -383,7 +436,8 @@ def _prepare_in_flow(
             task_runner=task_runner,
             dask_address=dask_address,
         )
-    return result["dataset_id"], result["counts"], result["cost"], result["out_dir"]
+    skipped = result["report"].get("skipped_inputs", [])
+    return result["dataset_id"], result["counts"], result["cost"], result["out_dir"], skipped
 
 
 def _quiet_dask() -> None:
@@ -394,15 +448,26 @@ def _quiet_dask() -> None:
 
 
 def _print_prepared(
-    dataset_id: str, counts: dict[str, Any], cost: dict[str, Any], out_dir: str
+    dataset_id: str,
+    counts: dict[str, Any],
+    cost: dict[str, Any],
+    out_dir: str,
+    skipped: list[dict[str, str]],
 ) -> None:
     console.print(
         f"dataset {dataset_id}: {counts['examples']} examples ({counts['train']} train, "
         f"{counts['validation']} validation), {counts['rejected']} rows rejected, "
         f"{counts['duplicates_dropped']} duplicates dropped"
     )
+    _print_skipped(skipped)
     _print_cost(cost)
     console.print(f"outputs in {out_dir}")
+
+
+def _print_skipped(skipped: list[dict[str, str]]) -> None:
+    """Inputs found in the folders but not read, each with why (also in report.md)."""
+    for entry in skipped:
+        console.print(f"skipped {entry['path']}: {entry['reason']}")
 
 
 def _print_cost(cost: dict[str, Any]) -> None:
@@ -433,13 +498,32 @@ def train(
         typer.Option(help="Prepare one task per file on threads (default) or on Dask."),
     ] = None,
     dask_address: Annotated[str | None, typer.Option(help=DASK_ADDRESS_HELP)] = None,
+    evaluate: Annotated[
+        bool,
+        typer.Option(
+            help="With --wait: compare the new model with its base on the validation split "
+            "(as `ftpipe eval`)."
+        ),
+    ] = True,
+    min_improvement: Annotated[
+        list[str] | None,
+        typer.Option(
+            help="With --wait: exit 1 unless tuned minus base reaches this, METRIC=NUMBER or "
+            "a NUMBER for the main metric (repeatable)."
+        ),
+    ] = None,
 ) -> None:
-    """Run the `finetune` flow: prepare, upload, launch (once), and optionally wait."""
+    """Run the `finetune` flow: prepare, upload, launch (once), and optionally wait and
+    evaluate the new model against its base."""
+    from ftpipe.cli_eval import evaluate_after_training, gate_option
     from ftpipe.flows.finetune import finetune
     from ftpipe.flows.prefect_api import local_prefect
     from ftpipe.flows.prepare_dataset import plain_errors
 
+    gate = gate_option(min_improvement or [], wait=wait and evaluate)
     runner = _runner_choice(task_runner, dask_address) or "threads"
+    _check_paths("train", paths or [], out, csv_text)
+    _check_registry()
     _quiet_dask()
     try:
         with local_prefect(), plain_errors(*_plain_errors()):
@@ -457,6 +541,7 @@ def train(
             )
     except _plain_errors() as error:
         fail(f"ftpipe train: {plain(error)}")
+    _print_skipped(result.get("skipped", []))
     _print_cost(result["cost"])
     note = (
         " (already launched for this dataset; --force makes a new one)" if result["reused"] else ""
@@ -469,6 +554,20 @@ def train(
     console.print(f"job {record.job_id}: {record.status}{note}")
     if record.fine_tuned_model:
         console.print(f"fine-tuned model: {record.fine_tuned_model}")
+    if evaluate and record.status == "succeeded":
+        evaluate_after_training(record.job_id, out / result["dataset_id"], gate)
+
+
+def _check_registry() -> None:
+    """The job registry opens before any input is read: a database URL that cannot work (a
+    SQLite file whose folder is a file, no server) is one line naming it, exit 2."""
+    from ftpipe.errors import InputError
+    from ftpipe.registry import default_registry
+
+    try:
+        default_registry().close()
+    except InputError as error:
+        fail(f"ftpipe train: {error}", 2)
 
 
 def _print_how_to_follow(job_id: str, status: str) -> None:
@@ -616,9 +715,33 @@ def jobs_show(
     finished job also its loss curve, under FTPIPE_HOME/jobs/<job id>/ (path on stderr)."""
     import json
 
-    print(json.dumps(_job_row(_retrieve(job_id)), indent=2))
+    print(json.dumps(_job_row(_retrieve(job_id)) | _evaluation_of(job_id), indent=2))
     if plot:
         _write_loss_curve(job_id)
+
+
+def _evaluation_of(job_id: str) -> dict[str, object]:
+    """The job's newest evaluation (`ftpipe eval`), as the verdict and the figures behind it."""
+    from ftpipe.eval.result import EvalResult
+    from ftpipe.registry import default_registry
+
+    stored = default_registry().latest_evaluation(job_id)
+    if stored is None:
+        return {"evaluation": None}
+    result = EvalResult.model_validate(stored)
+    tuned, base = result.scores_of("tuned"), result.scores_of("base")
+    return {
+        "evaluation": {
+            "verdict": result.verdict,
+            "passed": result.passed,
+            "summary": result.summary(),
+            "evaluated_at": iso_time(result.created_at),
+            "examples": result.examples,
+            "tuned": {k: v.value for k, v in tuned.scores.items()} if tuned else {},
+            "base": {k: v.value for k, v in base.scores.items()} if base else {},
+            "outputs": result.out_dir,
+        }
+    }
 
 
 def _write_loss_curve(job_id: str) -> None:
@@ -701,7 +824,12 @@ def ask(
     from ftpipe import chat, sentiment
     from ftpipe.client import make_client
     from ftpipe.dialogue_log import DialogueLog, default_log_path
+    from ftpipe.errors import InputError
 
+    try:
+        chat.check_request(text, attempts)  # before a client (and maybe a local server) starts
+    except InputError as error:
+        fail(f"ftpipe ask: {error.problem}", code=2)
     try:
         reply = chat.ask(
             make_client(),
@@ -918,3 +1046,9 @@ def run() -> None:
     except (InputError, openai.OpenAIError) as error:
         errors.print(f"ftpipe: {plain(error)}", style="red")
         raise SystemExit(1) from None
+
+
+# `ftpipe eval` lives in its own module; it uses the helpers above, so it is registered last.
+from ftpipe.cli_eval import eval_command  # noqa: E402
+
+app.command("eval")(eval_command)

@@ -19,6 +19,7 @@ import openai
 from ftpipe import assistants, chat, no_telemetry, resources, sentiment, vision
 from ftpipe.client import endpoint_id, make_client
 from ftpipe.dialogue_log import DialogueLog, default_log_path
+from ftpipe.errors import InputError
 from ftpipe.registry import JobRecord, default_registry
 from ftpipe.settings import get_settings
 
@@ -26,18 +27,43 @@ log = logging.getLogger("ftpipe")
 
 
 class FacadeError(RuntimeError):
-    """A training method failed: the plain reason, with the flow's own error kept as `cause`
-    (its Prefect traceback is in the debug log, not chained onto this one)."""
+    """A method was called with what it cannot use, or a training method failed: the plain
+    reason, with the underlying error kept as `cause` (a flow's Prefect traceback is in the
+    debug log, not chained onto this one)."""
 
     def __init__(self, message: str, cause: BaseException | None = None) -> None:
         super().__init__(message)
         self.cause = cause
 
 
+def _text(method: str, name: str, value: object) -> str:
+    """A text argument as given, or the facade's one error instead of a TypeError deep down."""
+    if not isinstance(value, str):
+        raise FacadeError(f"{method}: {name} must be text, got {type(value).__name__}")
+    return value
+
+
+def _path(method: str, value: object) -> str | Path:
+    """An image path as given (text or a Path), or the facade's one error."""
+    if not isinstance(value, str | Path):
+        raise FacadeError(f"{method}: image_path must be a path, got {type(value).__name__}")
+    return value
+
+
+def _checked_question(question: object, attempts: object) -> str:
+    """The question when the core would ask it; an empty one (or attempts below 1) is the
+    facade's one error, raised before anything is sent or logged."""
+    text = _text("ask", "question", question)
+    try:
+        chat.check_request(text, attempts)
+    except InputError as error:
+        raise FacadeError(str(error), error) from None
+    return text
+
+
 def run_flow(flow: Callable[..., dict[str, Any]], **parameters: Any) -> dict[str, Any]:
     """A flow run in this process on ftpipe's local Prefect API; any failure is one error."""
     no_telemetry()
-    from ftpipe.errors import InputError
     from ftpipe.finetune.poll import JobFailed, WaitTimeout
     from ftpipe.flows.prefect_api import local_prefect
     from ftpipe.flows.prepare_dataset import plain_errors
@@ -99,7 +125,7 @@ class OpenAIModel:
 
     def determine_sentiment(self, text: str) -> str:
         """positive, negative or neutral, by the offline VADER analyser."""
-        return sentiment.analyse(text)
+        return sentiment.analyse(_text("determine_sentiment", "text", text))
 
     def ask(
         self,
@@ -108,10 +134,11 @@ class OpenAIModel:
         temperature: float | None = None,
         max_tokens: int | None = None,
     ) -> str:
-        """The model's reply; retried on 429/5xx; the exchange goes to the dialogue log."""
+        """The model's reply; retried on 429/5xx; the exchange goes to the dialogue log. An empty
+        question is a FacadeError: it would log a training example without a user message."""
         reply = chat.ask(
             self.client,
-            question,
+            _checked_question(question, attempts),
             model=self.model_name,
             system_instruction=self.system_instruction,
             temperature=temperature,
@@ -133,15 +160,17 @@ class OpenAIModel:
         """A description of a local image, through the SDK (the assistant's instructions apply
         unless others are given)."""
         instruction = system_instruction or self.system_instruction
+        path = _path("describe_image", image_path)
         return vision.describe_image(
-            self.client, image_path, prompt, instruction, model=self.model_name
+            self.client, path, prompt, instruction, model=self.model_name
         ).text
 
     def describe_image_by_requests(self, image_path: str | Path, prompt: str | None = None) -> str:
         """The same through plain HTTP to the same endpoint."""
+        path = _path("describe_image_by_requests", image_path)
         base_url, key = vision.endpoint_and_key(self.client)
         return vision.describe_image_by_requests(
-            base_url, key, image_path, prompt, model=self.model_name
+            base_url, key, path, prompt, model=self.model_name
         ).text
 
     # -- fine-tuning -----------------------------------------------------------------------
@@ -153,10 +182,20 @@ class OpenAIModel:
         result = run_flow(
             finetune_dialogues,
             dialogues_dir=str(self.dialogue_log.path.parent),
-            model=self.model_name,
+            model=self._model_to_train("dynamic_train"),
             wait=wait,
         )
         return result["job_id"]
+
+    def _model_to_train(self, method: str) -> str:
+        """The model a training method fine-tunes, checked before any flow starts or input is
+        read: a typo is the facade's one error, with the closest known names."""
+        from ftpipe.catalog import check_model
+
+        try:
+            return check_model(self.model_name, source=f"{method}: model_name")
+        except InputError as error:
+            raise FacadeError(str(error), error) from None
 
     def train(
         self,
@@ -170,17 +209,30 @@ class OpenAIModel:
         from ftpipe.flows.finetune import finetune
         from ftpipe.prepare.options import PrepareOptions
 
+        model = self._model_to_train("train")
         csv_text, paths = _split_data(data)
         paths += [str(p) for p in (data_dir, data_file) if p]
         if not paths and not csv_text:
             raise ValueError("train needs data (CSV text or a path), data_dir or data_file")
         options = PrepareOptions(
-            model=self.model_name,
+            model=model,
             label="positive" if positive else "negative",
             system_instruction=self.system_instruction,
         )
         result = run_flow(finetune, paths=paths, csv_text=csv_text, options=options, wait=False)
         return result["job_id"]
+
+    def evaluate(self, job_id: str | None = None) -> dict[str, Any]:
+        """Compare a finished job's model with its base on the held-out split (default: the
+        newest succeeded job in the registry); the result as a dict, also kept with the job."""
+        from ftpipe.errors import InputError
+        from ftpipe.eval.by_name import evaluate_by_name
+
+        name = job_id or _newest_succeeded_job()
+        try:
+            return evaluate_by_name(name).model_dump(mode="json")
+        except (InputError, openai.APIError) as error:
+            raise FacadeError(f"evaluate {name}: {' '.join(str(error).split())}", error) from None
 
     def main(self) -> dict[str, Any]:
         """The original entry point, as a method too: run the demo."""
@@ -216,6 +268,15 @@ class OpenAIModel:
         path = path if path.is_absolute() else get_settings().home / path
         registry.export_job_ids(path)
         return path
+
+
+def _newest_succeeded_job() -> str:
+    """The job `evaluate()` means when given none: the newest that produced a model here."""
+    where = endpoint_id()
+    for record in default_registry().jobs(endpoint=where):
+        if record.status == "succeeded" and record.fine_tuned_model:
+            return record.job_id
+    raise FacadeError(f"evaluate: no succeeded fine-tuning job in the registry for {where}")
 
 
 def _split_data(data: str | Path | None) -> tuple[str | None, list[str]]:

@@ -20,6 +20,7 @@ from typing import TYPE_CHECKING, Any
 from sqlalchemy import (
     JSON,
     BigInteger,
+    Boolean,
     Column,
     Connection,
     Engine,
@@ -45,7 +46,7 @@ from sqlalchemy.dialects import postgresql, sqlite
 from ftpipe.atomic import write_text_atomically
 from ftpipe.errors import InputError
 from ftpipe.jobs import TERMINAL
-from ftpipe.settings import Settings, get_settings
+from ftpipe.settings import Settings, get_settings, unusable_folder
 
 if TYPE_CHECKING:
     import openai
@@ -94,6 +95,26 @@ launches_table = Table(
     Column("claimed_at", BigInteger, nullable=False),
     # Who holds the claim: "host|pid|process start", so a claim of a dead process is taken over.
     Column("owner", String(512)),
+)
+
+# One row per evaluation of a model (`ftpipe eval`); the whole result is kept as JSON.
+evaluations_table = Table(
+    "evaluations",
+    metadata,
+    Column(
+        "id",
+        BigInteger().with_variant(sqlite.INTEGER(), "sqlite"),
+        primary_key=True,
+        autoincrement=True,
+    ),
+    Column("job_id", String(255)),
+    Column("model", String(255), nullable=False),
+    Column("created_at", BigInteger, nullable=False),
+    Column("verdict", String(32), nullable=False),
+    Column("passed", Boolean, nullable=False),
+    Column("result", JSON, nullable=False),
+    Index("ix_evaluations_job_id", "job_id"),
+    Index("ix_evaluations_model", "model"),
 )
 
 
@@ -218,7 +239,11 @@ def make_engine(url: str) -> Engine:
         return create_engine(url, pool_pre_ping=True)
     database = parsed.database
     if database and database != ":memory:" and not database.startswith("file:"):
-        Path(database).expanduser().parent.mkdir(parents=True, exist_ok=True)
+        folder = Path(database).expanduser().parent
+        problem = unusable_folder(folder)
+        if problem:  # said before SQLite's bare "unable to open database file"
+            raise _unusable(url, OSError(f"its folder {folder} {problem}"))
+        folder.mkdir(parents=True, exist_ok=True)
     engine = create_engine(url, connect_args={"timeout": 30})
     event.listen(engine, "connect", _sqlite_pragmas)
     return engine
@@ -451,6 +476,34 @@ class Registry:
         """Write the original module's job_ids.json, oldest first; readers never see half a file."""
         entries = [_job_id_entry(record) for record in reversed(self.jobs())]
         write_text_atomically(Path(path), json.dumps(entries, indent=2) + "\n")
+
+    # --- evaluations -------------------------------------------------------------------------
+
+    def record_evaluation(self, result: Mapping[str, Any]) -> None:
+        """Keep an evaluation's result (EvalResult as a dict) against its job and model."""
+        values = {
+            "job_id": result.get("job_id"),
+            "model": result["tuned_model"],
+            "created_at": int(result.get("created_at") or _now()),
+            "verdict": result["verdict"],
+            "passed": bool(result.get("passed", True)),
+            "result": dict(result),
+        }
+        with self.engine.begin() as conn:
+            conn.execute(insert(evaluations_table).values(**values))
+
+    def latest_evaluation(self, job_or_model: str) -> dict[str, Any] | None:
+        """The newest evaluation of a job (by id) or of a model (by name)."""
+        table = evaluations_table
+        query = (
+            select(table.c.result)
+            .where((table.c.job_id == job_or_model) | (table.c.model == job_or_model))
+            .order_by(table.c.created_at.desc(), table.c.id.desc())
+            .limit(1)
+        )
+        with self.engine.connect() as conn:
+            row = conn.execute(query).first()
+        return dict(row[0]) if row else None
 
     # --- disaster recovery -------------------------------------------------------------------
 

@@ -6,6 +6,7 @@ Every knob a user may turn lives here so the CLI, the tasks and the local server
 from __future__ import annotations
 
 import os
+import stat
 from collections.abc import Iterator, Mapping
 from contextlib import contextmanager
 from contextvars import ContextVar
@@ -14,8 +15,10 @@ from pathlib import Path
 from types import MappingProxyType
 from typing import Literal
 
-from pydantic import AliasChoices, Field, SecretStr, field_validator
+from pydantic import AliasChoices, Field, SecretStr, ValidationError, field_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
+
+from ftpipe.errors import InputError
 
 Backend = Literal["auto", "local", "openai", "azure"]
 # The dotenv file read besides the environment; FTPIPE_ENV_FILE moves it (tests point it away).
@@ -168,6 +171,11 @@ class Settings(BaseSettings):
         validation_alias="FTPIPE_EXPECTATIONS_DIR",
         description="A folder of Great Expectations suites to use instead of the shipped ones.",
     )
+    judge_api_key: SecretStr | None = Field(
+        None,
+        validation_alias="FTPIPE_JUDGE_API_KEY",
+        description="Key of the judge endpoint `ftpipe eval --judge-base-url` names.",
+    )
 
     @cached_property
     def local(self) -> LocalApiSettings:
@@ -200,10 +208,61 @@ class Settings(BaseSettings):
         return "local"
 
     def state_dir(self, *parts: str) -> Path:
-        """A folder under FTPIPE_HOME, created on first use."""
-        path = self.home.expanduser().resolve().joinpath(*parts)
-        path.mkdir(parents=True, exist_ok=True)
+        """A folder under FTPIPE_HOME, created on first use; a home that cannot be one is a line
+        naming FTPIPE_HOME, not an OSError from whichever part of ftpipe asked first."""
+        path = self.checked_home().joinpath(*parts)
+        try:
+            path.mkdir(parents=True, exist_ok=True)
+        except OSError as error:
+            problem = f"cannot create {path}: {error.strerror or error}"
+            raise InputError(f"FTPIPE_HOME={self.home}", problem) from None
         return path
+
+    def checked_home(self) -> Path:
+        """FTPIPE_HOME, resolved, once it is known to be a folder ftpipe can use or create
+        (nothing is created here, so commands may check it before any work)."""
+        problem = unusable_folder(self.home)
+        if problem:
+            raise InputError(f"FTPIPE_HOME={self.home}", problem)
+        return self.home.expanduser().resolve()
+
+
+def path_kind(path: Path) -> str:
+    """What a path that is not a plain file or folder is, in words ("a pipe", "a broken
+    symbolic link to x"), for messages that say why it cannot be used."""
+    try:
+        mode = path.stat().st_mode
+    except FileNotFoundError:
+        if path.is_symlink():
+            return f"a broken symbolic link to {os.readlink(path)}"
+        return "missing"
+    except OSError as error:
+        return f"unreachable ({error.strerror or error})"
+    kinds = {
+        stat.S_ISDIR: "a folder",
+        stat.S_ISREG: "a file",
+        stat.S_ISFIFO: "a pipe",
+        stat.S_ISSOCK: "a socket",
+        stat.S_ISCHR: "a device",
+        stat.S_ISBLK: "a device",
+    }
+    return next((kind for test, kind in kinds.items() if test(mode)), "not a file")
+
+
+def unusable_folder(path: Path) -> str | None:
+    """Why `path` cannot be used or created as a folder ftpipe writes in, or None. Nothing is
+    created: the nearest existing ancestor decides whether it could be."""
+    path = Path(os.path.abspath(Path(path).expanduser()))
+    at = next(p for p in (path, *path.parents) if os.path.lexists(p))
+    if at.is_dir():
+        if os.access(at, os.W_OK | os.X_OK):
+            return None
+        if at == path:
+            return "is a folder ftpipe may not write in"
+        return f"cannot be created: no permission to write in {at}"
+    if at == path:
+        return f"is {path_kind(at)}, not a folder"
+    return f"cannot be created: {at} is {path_kind(at)}, not a folder"
 
 
 def _default_model(data: dict[str, object]) -> str:
@@ -236,8 +295,26 @@ def overridden(**values: object) -> Iterator[None]:
 
 
 def get_settings() -> Settings:
-    """Fresh settings each call, so a changed environment (tests, CLI options) is honoured."""
-    return Settings(**{_alias(name): value for name, value in _overrides.get().items()})
+    """Fresh settings each call, so a changed environment (tests, CLI options) is honoured; a
+    variable holding a value it cannot take is one line naming it (an InputError)."""
+    try:
+        return Settings(**{_alias(name): value for name, value in _overrides.get().items()})
+    except ValidationError as error:
+        raise setting_error(error) from None
+
+
+# Where the fields of the nested settings are read from (pydantic names only the field).
+_PREFIXES = {"LocalApiSettings": "FTPIPE_LOCAL_", "FaultSettings": "FTPIPE_FAULT_"}
+
+
+def setting_error(error: ValidationError) -> InputError:
+    """The first bad setting as its variable, its value (never a secret's) and the problem."""
+    first = error.errors()[0]
+    field = str(first["loc"][0]) if first["loc"] else ""
+    name = _PREFIXES.get(error.title, "") + field.upper() if error.title in _PREFIXES else field
+    secret = any(word in name for word in ("KEY", "SECRET", "PASSWORD", "TOKEN"))
+    shown = name if secret or "input" not in first else f"{name}={first['input']!r}"
+    return InputError(shown, str(first["msg"]).removeprefix("Value error, "))
 
 
 def _alias(field: str) -> str:

@@ -9,8 +9,11 @@ from __future__ import annotations
 import base64
 import io
 import math
+import re
 import time
-from collections.abc import Callable, Iterable, Mapping
+import warnings
+from collections.abc import Callable, Iterable, Iterator, Mapping
+from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -31,6 +34,13 @@ MIME_TYPES = {"PNG": "image/png", "JPEG": "image/jpeg", "WEBP": "image/webp", "G
 IMAGE_SUFFIXES = frozenset({".png", ".jpg", ".jpeg", ".webp", ".gif"})
 COLUMNS = ("path", "description", "model", "prompt_tokens", "completion_tokens", "error")
 _ALPHA_MODES = frozenset({"RGBA", "LA", "PA", "RGBa", "La"})
+# Greyscale deeper than 8 bits: a plain convert clips every value over 255, so all reads white.
+_WIDE_MODES = frozenset({"I", "I;16", "I;16L", "I;16B", "I;16N", "F"})
+_SIXTEEN_BITS = 65535 / 255  # I;16 and 16-bit PNGs (opened as I) span 0..65535
+_REDUCING_GAP = 3.0  # resize huge images with a fast integer reduce first, then LANCZOS
+# Pillow names an in-memory file by its repr ("<_io.BytesIO object at 0x7f...>")
+_OBJECT_REPR = re.compile(r"<[\w.]+ object at 0x[0-9a-fA-F]+>")
+_REQUEST_STATUSES = frozenset({400, 413, 415, 422})  # what was sent was refused: the image
 _OPEN_ERRORS = (
     UnidentifiedImageError,
     Image.DecompressionBombError,
@@ -100,21 +110,31 @@ def prepare_image(
     """Read an image, shrinking it (ratio kept, LANCZOS) when over `max_bytes` or `max_side`.
 
     Files already within the limits in a format the API takes are sent byte for byte; other
-    formats Pillow reads (BMP, TIFF, ...) are re-encoded as JPEG, or PNG when they have alpha.
+    formats Pillow reads (BMP, TIFF, ...) and greyscale deeper than 8 bits are re-encoded as
+    JPEG, or PNG when they have alpha. Large images are decoded reduced (JPEG draft) and shrunk.
     """
     path = Path(path)
     _check_file(path)
     file_bytes = path.stat().st_size
-    with _open(path) as image:
+    with _large_images_allowed(), _open(path) as image:
         mime = MIME_TYPES.get(image.format or "")
         over = file_bytes > max_bytes or max(image.size) > max_side
-        if mime and not over:
+        if mime and not over and image.mode not in _WIDE_MODES:
             width, height = image.size
             return PreparedImage(
                 path, mime, data_url(mime, path.read_bytes()), width, height, False
             )
         data, mime, (width, height) = _reencode(path, image, max_bytes, max_side)
     return PreparedImage(path, mime, data_url(mime, data), width, height, over)
+
+
+@contextmanager
+def _large_images_allowed() -> Iterator[None]:
+    """Images over Pillow's warning limit are opened on purpose and shrunk, so its
+    DecompressionBombWarning would only alarm; beyond twice the limit Pillow still refuses."""
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", Image.DecompressionBombWarning)
+        yield
 
 
 def data_url(mime_type: str, data: bytes) -> str:
@@ -132,6 +152,8 @@ def _open(path: Path) -> Image.Image:
     """Open lazily (header only); anything Pillow cannot identify is an ImageError."""
     try:
         return Image.open(path)
+    except Image.DecompressionBombError as exc:
+        raise ImageError(path, f"is refused as a possible decompression bomb ({exc})") from None
     except _OPEN_ERRORS as exc:
         reason = "unrecognised format" if isinstance(exc, UnidentifiedImageError) else str(exc)
         raise ImageError(path, f"is not an image Pillow can read ({reason})") from exc
@@ -142,25 +164,43 @@ def _reencode(
 ) -> tuple[bytes, str, tuple[int, int]]:
     """(bytes, MIME type, size) of the image fitted to `max_side`, then shrunk under `max_bytes`."""
     try:
+        image.draft(None, fit_within(image.size, max_side))  # JPEG: decode at a reduced scale
         frame = _normalised(image)
     except _OPEN_ERRORS as exc:
         raise ImageError(path, f"could not be decoded ({exc})") from exc
     alpha = frame.mode == "RGBA"
     size = fit_within(frame.size, max_side)
     while True:
-        resized = frame if size == frame.size else frame.resize(size, Image.Resampling.LANCZOS)
+        resized = frame if size == frame.size else _resized(frame, size)
         data = _encode(resized, alpha)
         if len(data) <= max_bytes or size == (1, 1):
             return data, "image/png" if alpha else "image/jpeg", size
         size = _shrunk(size, len(data), max_bytes)
 
 
+def _resized(frame: Image.Image, size: tuple[int, int]) -> Image.Image:
+    """LANCZOS, after a cheap integer reduce when the image is many times larger."""
+    return frame.resize(size, Image.Resampling.LANCZOS, reducing_gap=_REDUCING_GAP)
+
+
 def _normalised(image: Image.Image) -> Image.Image:
     """Upright (EXIF orientation applied, since re-encoding drops it) in RGB, RGBA or L."""
     frame = ImageOps.exif_transpose(image)
+    if frame.mode in _WIDE_MODES:
+        return _eight_bit(frame)
     if frame.mode in _ALPHA_MODES or "transparency" in frame.info:
         return frame.convert("RGBA")
     return frame if frame.mode in ("RGB", "L") else frame.convert("RGB")
+
+
+def _eight_bit(frame: Image.Image) -> Image.Image:
+    """Deep greyscale scaled to L: integers from 16 bits, floats from 0..1 (or 16 bits when
+    larger); a plain convert would clip them and describe mid-grey as white."""
+    if frame.mode == "F":
+        _, high = frame.getextrema()
+        scale = 255.0 if float(high) <= 1.0 else 1 / _SIXTEEN_BITS
+        return frame.point(lambda value: value * scale).convert("L")
+    return frame.convert("I").point(lambda value: value * (1 / _SIXTEEN_BITS)).convert("L")
 
 
 def _encode(image: Image.Image, alpha: bool) -> bytes:
@@ -227,11 +267,16 @@ def describe_image(
     `attempts` defaults to the client's `max_retries` + 1."""
     body = chat_request(path, prompt, system_instruction, model)
     quiet = retry.no_sdk_retries(client)
-    completion = retry.call(
-        lambda: quiet.chat.completions.create(**body),
-        attempts or retry.attempts_for(client),
-        what=f"describing {path}",
-    )
+    try:
+        completion = retry.call(
+            lambda: quiet.chat.completions.create(**body),
+            attempts or retry.attempts_for(client),
+            what=f"describing {path}",
+        )
+    except openai.APIStatusError as error:
+        if error.status_code in _REQUEST_STATUSES:
+            raise _naming_file(error, path) from None
+        raise
     message = completion.choices[0].message
     usage = completion.usage
     return Description(
@@ -268,11 +313,29 @@ def describe_image_by_requests(
         response = httpx.post(url, json=body, headers=headers, timeout=timeout)
         if not response.is_success:
             message = _error_message(response)
+            if response.status_code in _REQUEST_STATUSES:
+                message = _named(message, path)
             raise EndpointError(url, response.status_code, message, response.headers)
         return response
 
     response = retry.call(post, attempts, what=f"describing {path}", sleep=sleep)
     return _description_from_json(url, str(path), response)
+
+
+def _named(text: str, path: str | Path) -> str:
+    """The endpoint's words about a refused request, naming the user's file: in place of the
+    in-memory copy it decoded (`<_io.BytesIO object at 0x...>`), else in front."""
+    named = _OBJECT_REPR.sub(lambda _: f"'{path}'", text)
+    return named if str(path) in named else f"{path}: {named}"
+
+
+def _naming_file(error: openai.APIStatusError, path: str | Path) -> openai.APIStatusError:
+    """The same API error (type, status, response) with its message naming the image file, so
+    the CLI's one line and the facade's error say which file was refused."""
+    body = error.body if isinstance(error.body, dict) else {}
+    detail = _named(str(body.get("message") or error.message), path)
+    message = f"Error code: {error.status_code} - {detail}"
+    return type(error)(message, response=error.response, body={**body, "message": detail})
 
 
 def _error_message(response: httpx.Response) -> str:

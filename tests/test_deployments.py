@@ -107,6 +107,7 @@ def test_serve_registers_every_deployment_with_its_schedule(served: Served) -> N
         ("ftpipe.flows.describe_images.describe_images", "manual"),
         ("ftpipe.flows.chat.chat", "manual"),
         ("ftpipe.flows.train_model.train_model", "gpu"),
+        ("ftpipe.flows.evaluate_model.evaluate_model", "manual"),
     }
     [poll] = by_name["ftpipe.flows.finetune.poll_jobs", "every-5-minutes"]["schedules"]
     assert poll["active"] and poll["schedule"]["interval"] == 300
@@ -182,6 +183,14 @@ def test_custom_run_from_the_ui_form_completes(
             page.reload()
             expect(page.locator(".state-badge").first).to_contain_text("Completed")
             page.screenshot(path=str(ARTIFACTS / "ui-custom-run-completed.png"), full_page=True)
+            # the evaluation after the wait: its summary artifact draws the chart in the UI
+            evaluation = artifact_of(served, run["id"], "evaluation")
+            assert "Verdict:" in evaluation["data"]
+            page.goto(f"{served.server.url}/artifacts/artifact/{evaluation['id']}")
+            chart = page.locator("img[src^='data:image/png;base64,']").first
+            expect(chart).to_be_visible()
+            assert chart.evaluate("image => image.naturalWidth") > 100
+            page.screenshot(path=str(ARTIFACTS / "ui-evaluation-artifact.png"), full_page=True)
         except BaseException:
             page.screenshot(path=str(ARTIFACTS / "ui-custom-run-failure.png"), full_page=True)
             raise
@@ -191,6 +200,21 @@ def test_custom_run_from_the_ui_form_completes(
     assert run["parameters"]["paths"] == [str(data)]
     record = job_described(served.home, description, monkeypatch)
     assert record.status == "succeeded" and record.source_paths == [str(data)]
+
+
+def artifact_of(served: Served, run_id: str, key: str) -> dict:
+    """A flow run's newest artifact with this key, from the Prefect API."""
+    response = served.server.post(
+        "/artifacts/filter",
+        {
+            "artifacts": {"key": {"any_": [key]}, "flow_run_id": {"any_": [run_id]}},
+            "sort": "CREATED_DESC",
+        },
+    )
+    response.raise_for_status()
+    found = response.json()
+    assert found, f"no {key} artifact on run {run_id}"
+    return found[0]
 
 
 def test_a_deployed_run_that_names_no_backend_fails_at_its_first_step(served: Served) -> None:

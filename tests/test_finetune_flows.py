@@ -117,6 +117,13 @@ def test_finetune_trains_once_and_the_model_answers(isolated_env: Path, tmp_path
     assert rows[-1]["status"] == "succeeded"
     assert rows[-1]["fine-tuned model"] == model
     assert artifact(state, "fine-tuning-progress").data == 100.0
+    # evaluated against its base on the held-out split, next to the dataset, shown on the page
+    assert result["evaluation"]["verdict"] in ("better", "no clear difference")
+    evaluated = json.loads((Path(out_dir) / result["dataset_id"] / "eval.json").read_text())
+    assert evaluated["job_id"] == result["job_id"] and evaluated["base_model"] == record.base_model
+    summary = artifact(state, "evaluation").data
+    assert "data:image/png;base64," in summary and "| metric | base | tuned |" in summary
+    assert artifact(state, "evaluation-progress").data == 100.0
 
     again = finetune(paths=[CSV], out_dir=out_dir, wait=True)
     assert (again["job_id"], again["reused"], again["status"]) == (
@@ -321,3 +328,26 @@ def test_the_nightly_run_skips_a_dialogue_folder_with_only_an_empty_log(
     result = finetune_dialogues()
     assert result["status"] == "skipped" and result["job_id"] is None
     assert default_registry().jobs() == []
+
+
+def test_the_evaluate_model_flow_publishes_and_its_gate_fails_the_run(tmp_path: Path) -> None:
+    from ftpipe.flows.evaluate_model import evaluate_model
+
+    out_dir = str(tmp_path / "processed")
+    trained = finetune(paths=[CSV], out_dir=out_dir, wait=True, evaluate=False)
+    assert trained["evaluation"] is None
+    options = {"min_improvement": {"exact_match": 0.5}}
+
+    state = evaluate_model(job_or_model=trained["job_id"], return_state=True)
+    assert state.is_completed(), state.message
+    assert state.result()["job_id"] == trained["job_id"]
+    assert "Verdict:" in artifact(state, "evaluation").data
+
+    gated = evaluate_model(job_or_model=trained["job_id"], options=options, return_state=True)
+    assert gated.is_failed()
+    assert "did not pass the evaluation gate" in (gated.message or "")
+    stored = default_registry().latest_evaluation(trained["job_id"])
+    assert stored is not None and stored["passed"] is False  # reported and kept, not adopted
+
+    bad = evaluate_model(job_or_model="ftjob-nothing", return_state=True)
+    assert bad.is_failed() and "no such fine-tuning job" in (bad.message or "")

@@ -420,3 +420,27 @@ def test_a_worker_that_keeps_vanishing_fails_the_job(tmp_path: Path, tiny_model:
         warnings = [e for e in tx.all("event", parent=job["id"]) if e.body["level"] == "warn"]
     assert len(warnings) == real_jobs.MAX_RESTARTS
     assert "restarting from scratch" in warnings[0].body["message"]
+
+
+def test_the_evaluation_finds_the_trained_model_better_than_its_base(
+    real: RunningServer, trained: dict, tmp_path: Path
+) -> None:
+    """Held-out prompts through the real inference worker: the tiny model learned the reply
+    pattern, its random base did not, and the endpoint's own validation loss is reported."""
+    from ftpipe.eval.run import EvalRequest, evaluate
+    from ftpipe.eval.target import final_validation_metrics
+
+    client = strict_client(real.base_url, timeout=120)
+    job = trained["job"]
+    data = tmp_path / "held_out.jsonl"
+    data.write_text("".join(json.dumps(_example(i)) + "\n" for i in range(8)))
+    result = evaluate(
+        EvalRequest(tuned=job.fine_tuned_model, base="tiny", data=data, out_dir=tmp_path / "out"),
+        client,
+        endpoint_scores=final_validation_metrics(client, job.id),
+    )
+    tuned, base = result.scores_of("tuned").scores, result.scores_of("base").scores
+    assert result.kind == "free_text" and result.primary == "token_f1"
+    assert tuned["token_f1"].value > base["token_f1"].value + 0.3, (tuned, base)
+    assert result.verdict == "better"
+    assert tuned["valid_loss"].source.startswith("endpoint") and tuned["valid_loss"].value > 0

@@ -129,7 +129,7 @@ def test_prepare_sample_folder(runs: dict[str, Ran]) -> None:
 def test_prepare_options_reach_the_pipeline(runs: dict[str, Ran]) -> None:
     run = runs["options"]
     assert run.returncode == 0, run.stdout + run.stderr
-    assert "14 examples (14 train, 0 validation)" in run.stdout
+    assert "120 examples (120 train, 0 validation)" in run.stdout
     folder = run.folder()
     options = json.loads((folder / "report.json").read_text(encoding="utf-8"))["options"]
     assert options["label"] == "negative"

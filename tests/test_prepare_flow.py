@@ -129,7 +129,7 @@ def test_flow_passes_its_options_through(tmp_path: Path) -> None:
     assert state.is_completed(), state.message
     result = state.result()
     assert result["validation"] is None
-    assert (result["counts"]["train"], result["counts"]["validation"]) == (14, 0)
+    assert (result["counts"]["train"], result["counts"]["validation"]) == (120, 0)
     report = json.loads((tmp_path / result["dataset_id"] / "report.json").read_text())
     assert report["options"]["label"] == "negative"
     assert report["options"]["seed"] == 7

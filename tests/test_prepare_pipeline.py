@@ -357,7 +357,7 @@ def test_labelled_csv_with_label_flag(tmp_path: Path) -> None:
     result = run([REVIEWS], tmp_path, label="negative")
     with REVIEWS.open(newline="", encoding="utf-8") as handle:
         texts = sorted(row["text"] for row in csv.DictReader(handle))
-    assert result.report["counts"]["examples"] == len(texts) == 14
+    assert result.report["counts"]["examples"] == len(texts) == 120
     got = examples(result)
     assert all([m["role"] for m in messages] == ["system", "user", "assistant"] for messages in got)
     assert {messages[0]["content"] for messages in got} == {DEFAULT_LABEL_INSTRUCTION}

@@ -8,6 +8,9 @@ import json
 from pathlib import Path
 from typing import Any
 
+import pytest
+from pydantic import ValidationError
+
 from ftpipe.dialogue_log import DialogueLog
 from ftpipe.prepare.options import PrepareOptions
 from ftpipe.prepare.pipeline import FORMAT_SPOT_CHECK, PrepareResult, prepare
@@ -141,11 +144,12 @@ def test_chat_jsonl_format_rules_ran_on_every_row(tmp_path: Path) -> None:
         )
 
 
-def test_a_rule_that_never_ran_says_so(tmp_path: Path) -> None:
-    """A model the catalogue does not know has no token limit to compare with."""
-    result = run([faq_csv(tmp_path / "faq.csv", 20)], tmp_path / "out", model="my-own-model")
-    [limit] = rules(result, "limits")
-    assert (limit["result"], limit["failed_rows"], limit["coverage"]) == ("not run", 0, "no rows")
+def test_a_model_without_a_token_limit_is_refused_before_any_rule_runs(tmp_path: Path) -> None:
+    """A model the catalogue does not know has no token limit: refused up front, never a limit
+    rule that shows "pass" against no limit."""
+    with pytest.raises(ValidationError, match="my-own-model"):
+        run([faq_csv(tmp_path / "faq.csv", 20)], tmp_path / "out", model="my-own-model")
+    assert not (tmp_path / "out").exists()
 
 
 # --- redaction reports what it replaced --------------------------------------------------------

@@ -592,3 +592,24 @@ def test_an_unusable_database_url_is_one_clear_line(url: str, says: str) -> None
     message = str(caught.value)
     assert message.startswith("FTPIPE_DATABASE_URL=") and says in message
     assert "hunter2" not in message
+
+
+def test_evaluations_are_kept_per_job_and_model_newest_first(registry: Registry) -> None:
+    def result(created_at: int, verdict: str, passed: bool = True) -> dict[str, Any]:
+        return {
+            "job_id": "ftjob-1",
+            "tuned_model": "ft:gpt-4o-mini:acme::1",
+            "created_at": created_at,
+            "verdict": verdict,
+            "passed": passed,
+            "scores": {"accuracy": 0.75, "labels": ["négatif", "positif"]},
+        }
+
+    assert registry.latest_evaluation("ftjob-1") is None
+    registry.record_evaluation(result(100, "better"))
+    registry.record_evaluation(result(200, "worse", passed=False))
+    registry.record_evaluation(result(150, "no clear difference"))
+    assert registry.latest_evaluation("ftjob-1") == result(200, "worse", passed=False)
+    assert registry.latest_evaluation("ft:gpt-4o-mini:acme::1")["verdict"] == "worse"
+    assert registry.latest_evaluation("ftjob-2") is None
+    assert Registry(registry.url).latest_evaluation("ftjob-1")["created_at"] == 200

@@ -21,6 +21,7 @@ def test_every_deployment_of_the_file_loads_its_flow() -> None:
         ("flows/describe_images.py:describe_images", "manual"),
         ("flows/chat.py:chat", "manual"),
         ("flows/train_model.py:train_model", "gpu"),
+        ("flows/evaluate_model.py:evaluate_model", "manual"),
     }
     for spec in specs:
         deployment = to_deployment(spec)

@@ -15,6 +15,7 @@ from pathlib import Path
 
 import pytest
 
+from ftpipe.eval.run import EvalRequest, evaluate
 from tests.conftest import StartServer, converted_smollm2, strict_client
 
 pytestmark = pytest.mark.slow
@@ -65,21 +66,18 @@ def training_examples() -> list[dict]:
     return examples
 
 
-def accuracy(client: object, model: str) -> int:
-    """How many held-out messages the model routes to exactly the right queue code."""
-    right = 0
-    for template, keyword, code in HELD_OUT:
-        reply = client.chat.completions.create(  # type: ignore[attr-defined]
-            model=model,
-            messages=[
+def held_out_examples() -> list[dict]:
+    """The held-out messages with the queue code each should get, as chat examples."""
+    return [
+        {
+            "messages": [
                 {"role": "system", "content": SYSTEM},
                 {"role": "user", "content": template.format(keyword)},
-            ],
-            temperature=0,
-            max_tokens=8,
-        )
-        right += (reply.choices[0].message.content or "").strip() == code
-    return right
+                {"role": "assistant", "content": code},
+            ]
+        }
+        for template, keyword, code in HELD_OUT
+    ]
 
 
 def test_a_short_lora_run_teaches_smollm2_what_its_base_cannot_do(
@@ -138,7 +136,17 @@ def test_a_short_lora_run_teaches_smollm2_what_its_base_cannot_do(
 
     tuned = job.fine_tuned_model
     assert tuned and tuned.startswith("ft:smollm2-135m-instruct:")
-    base_right, tuned_right = accuracy(client, "smollm2-135m-instruct"), accuracy(client, tuned)
+    # ftpipe's evaluation on the held-out messages: exact codes, tuned against its base
+    held_out = tmp_path / "held_out.jsonl"
+    held_out.write_text("".join(json.dumps(e) + "\n" for e in held_out_examples()), "utf-8")
+    result = evaluate(
+        EvalRequest(tuned=tuned, base="smollm2-135m-instruct", data=held_out, concurrency=4),
+        client,
+    )
+    assert result.kind == "labels" and result.primary == "accuracy"
+    base_right = result.scores_of("base").scores["exact_match"].value * len(HELD_OUT)
+    tuned_right = result.scores_of("tuned").scores["exact_match"].value * len(HELD_OUT)
     assert base_right <= 2, base_right
     assert tuned_right >= 6, (base_right, tuned_right)
     assert tuned_right >= base_right + 4
+    assert result.verdict == "better", result.differences

@@ -142,6 +142,7 @@ def runs(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Runs]:
                 "events": (["jobs", "events", first], csv),
                 "cancel": (["jobs", "cancel", first], csv),
                 "unknown": (["jobs", "show", UNKNOWN], csv),
+                "eval": (["eval", first], csv),
             }
         )
         dialogues = ["train", "data/samples/dialogues", "--wait", "--redact"]
@@ -337,3 +338,17 @@ def test_a_refused_launch_exits_1_with_a_plain_message(runs: Runs) -> None:
 
 def test_a_refused_launch_prints_no_traceback(runs: Runs) -> None:
     assert_no_traceback(runs["refused"])
+
+
+def verdict(run: Ran) -> str:
+    return next(line for line in run.stdout.splitlines() if line.startswith("verdict: "))
+
+
+def test_train_wait_ends_with_the_evaluation_and_eval_reproduces_it(runs: Runs) -> None:
+    first, again = runs["first"], runs["eval"]
+    assert "held-out evaluation (2 examples)" in first.stdout
+    assert "| tuned - base" in first.stdout.replace("┃", "|")
+    assert again.returncode == 0, again.stderr
+    assert verdict(again) == verdict(first)
+    assert verdict(first).startswith(("verdict: better.", "verdict: no clear difference."))
+    assert_no_traceback(again)

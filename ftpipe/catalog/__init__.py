@@ -229,3 +229,91 @@ def _models_dir(models_dir: Path | None) -> Path:
 
 def _log_progress(message: str) -> None:
     log.info("%s", message)
+
+
+# -- which model names a dataset or a job may name --------------------------------------------
+
+FINE_TUNED_SHAPE = "ft:<base>:<org>:<suffix>:<id>"
+CUSTOM_MODEL_HINT = (
+    "a model of your own trains on the local server: `ftpipe models pull <hf-id or folder>`, "
+    "or name its folder in FTPIPE_LOCAL_BASE_MODELS"
+)
+
+
+def check_model(name: str, *, source: str = "model", models_dir: Path | None = None) -> str:
+    """The name, when its tokenizer and per-example token limit are known; otherwise one line
+    with the closest known names, so no dataset is ever checked against no limit at all."""
+    problem = model_problem(name, models_dir=models_dir)
+    if problem:
+        raise InputError(source, problem)
+    return name
+
+
+def model_problem(name: str, *, models_dir: Path | None = None) -> str | None:
+    """Why `name` cannot be fine-tuned by ftpipe, or None: a catalogue model that fine-tunes, a
+    local base model, or a fine-tuned id of either. Nothing is loaded or converted here."""
+    if not name.strip():
+        return "no model named"
+    base = base_model_of(name)
+    if name.startswith("ft:") and base == name:
+        return f"{name!r} is not a fine-tuned model id ({FINE_TUNED_SHAPE})"
+    entry = _entries().get(base)
+    if entry is not None:
+        info = _catalogue_info(entry)
+        if info.fine_tunable and info.training_token_limit:
+            return None
+        known = ", ".join(fine_tunable_names())
+        return f"{info.id!r} cannot be fine-tuned; models that can: {known}"
+    if is_local_model(base, models_dir=models_dir):
+        return None
+    return _unknown(name, base, models_dir)
+
+
+def _unknown(name: str, base: str, models_dir: Path | None) -> str:
+    """An unknown name: the closest known ones (or the short list), and how to add one's own."""
+    import difflib
+
+    known = fine_tunable_names(every_snapshot=True) + local_model_ids(models_dir)
+    close = difflib.get_close_matches(base, known, n=3, cutoff=0.6)
+    what = "unknown fine-tuned model base" if base != name else "unknown model"
+    if close:
+        hint = f"did you mean {_either(close)}?"
+    else:
+        hint = "known: " + ", ".join(fine_tunable_names() + local_model_ids(models_dir))
+    return f"{what} {base!r}; {hint} ({CUSTOM_MODEL_HINT})"
+
+
+def _either(names: list[str]) -> str:
+    """`a`, `a or b`, `a, b or c`: the way a person offers choices."""
+    return names[0] if len(names) == 1 else f"{', '.join(names[:-1])} or {names[-1]}"
+
+
+def fine_tunable_names(*, every_snapshot: bool = False) -> list[str]:
+    """Catalogue names that fine-tune: their short aliases, or every name with the snapshots."""
+    aliases = {entry["alias_of"] for entry in _entries().values() if "alias_of" in entry}
+    return [
+        info.id
+        for info in all_models()
+        if info.fine_tunable
+        and info.training_token_limit
+        and (every_snapshot or info.id not in aliases)
+    ]
+
+
+def local_model_ids(models_dir: Path | None = None) -> list[str]:
+    """The local base models by id: the embedded one, the configured ones, the pulled ones."""
+    from ftpipe.local_engine import EMBEDDED_BASE_MODEL
+
+    ids = [EMBEDDED_BASE_MODEL, *_local_mapping()]
+    folder = _models_dir(models_dir)
+    if folder.is_dir():
+        ids += sorted(
+            p.name.replace("--", "/") for p in folder.iterdir() if (p / "config.json").is_file()
+        )
+    return list(dict.fromkeys(ids))
+
+
+def check_default_model(name: str) -> str:
+    """The default model (FTPIPE_DEFAULT_MODEL, else the backend's), checked like a named one;
+    a typo is reported as the variable, which is where it has to be fixed."""
+    return check_model(name, source=f"FTPIPE_DEFAULT_MODEL={name}")

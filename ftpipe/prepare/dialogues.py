@@ -22,6 +22,9 @@ is reported with its line number and the other turns are still read.
 One file may hold several conversations: each system turn starts a new one, and turns before the
 first system turn form a conversation of their own without a system message. Turns are numbered
 from 1 in file order for format errors; drop records and rejects cite the line in the file.
+A reply that answers no question (no user turn with text before it in its exchange) is dropped
+as `no_user_message`. Each kept reply's sentiment label travels with its conversation, so the
+dialogue suite's `sentiment_unknown` rule sees it.
 """
 
 from __future__ import annotations
@@ -42,6 +45,7 @@ ROLES = ("system", "user", "assistant")
 EMPTY_CONTENT = "empty_content"
 SENTIMENT_FILTERED = "sentiment_filtered"
 NO_ASSISTANT_MESSAGE = "no_assistant_message"
+NO_USER_MESSAGE = "no_user_message"
 MISSING = "missing"
 INVALID_JSON = "invalid_json"
 INVALID_TURN = "invalid_turn"
@@ -52,6 +56,7 @@ DROP_RULES = {
     INVALID_TURN: ("*", "each line of a JSONL log must be a dialogue turn"),
     EMPTY_CONTENT: ("content", "a user or assistant turn must have text"),
     NO_ASSISTANT_MESSAGE: ("role", "a conversation needs an assistant reply"),
+    NO_USER_MESSAGE: ("role", "a reply needs a user turn with text before it"),
     SENTIMENT_FILTERED: ("sentiment", "replies must have one of the sentiments asked for"),
 }
 _SHOWN_VALUE_CHARS = 40
@@ -82,11 +87,22 @@ class Dropped:
 
 @dataclass
 class Conversation:
-    """One training example's messages in OpenAI chat form, traceable to its start in a file."""
+    """One training example's messages in OpenAI chat form, traceable to its start in a file;
+    `sentiments` holds each message's label (None but on labelled replies), index for index."""
 
     source: str
     first_line: int
     messages: list[dict[str, str]]
+    sentiments: list[str | None] = field(default_factory=list)
+
+    def labelled_messages(self) -> list[dict[str, str]]:
+        """The messages with each reply's sentiment, as the dialogue suite checks them (the
+        label is removed again before an example is written)."""
+        labels = self.sentiments or [None] * len(self.messages)
+        return [
+            message if label is None else {**message, "sentiment": label}
+            for message, label in zip(self.messages, labels, strict=True)
+        ]
 
 
 @dataclass
@@ -199,8 +215,15 @@ def _raise_not_a_list(text: str, source: str) -> NoReturn:
         data = json.loads(text)
     except json.JSONDecodeError as error:
         where = f"line {error.lineno}, column {error.colno}"
-        raise InputError(source, f"is not valid JSON: {error.msg} at {where}") from None
+        raise InputError(source, f"is not valid JSON: {_json_problem(error, where)}") from None
     raise InputError(source, f"expected a JSON list of turns, found {_json_kind(data)}")
+
+
+def _json_problem(error: json.JSONDecodeError, where: str) -> str:
+    """The parser's message and where: some of its messages already end in "at" ("Unterminated
+    string starting at"), and "at at line 1" reads as a typo."""
+    joiner = " " if error.msg.endswith(" at") else " at "
+    return f"{error.msg}{joiner}{where}"
 
 
 def jsonl_records(path: Path) -> Iterator[tuple[int, object]]:
@@ -224,7 +247,8 @@ def _read_jsonl(text: str, source: str) -> DialogueFile:
         try:
             item = json.loads(raw)
         except json.JSONDecodeError as error:
-            result.bad_lines.append(Dropped(source, number, "*", INVALID_JSON, f"{error}: {raw}"))
+            problem = _json_problem(error, f"column {error.colno}")
+            result.bad_lines.append(Dropped(source, number, "*", INVALID_JSON, f"{problem}: {raw}"))
             continue
         try:
             result.turns.append(_parse_turn(item, len(result.turns) + 1, number, source))
@@ -321,21 +345,25 @@ def _blocks(turns: Iterable[Turn]) -> Iterator[list[Turn]]:
 def _conversation(
     block: list[Turn], source: str, wanted: set[str] | None, dropped: list[Dropped]
 ) -> Conversation | None:
-    """Build one conversation from its turns, or None when no assistant reply survives."""
+    """Build one conversation from its turns, or None when no answered question survives."""
     kept = _drop_empty(block, source, dropped)
     system = [turn for turn in kept if turn.role == "system"]
-    body = [turn for turn in kept if turn.role != "system"]
-    had_reply = any(turn.role == "assistant" for turn in body)
+    before = len(dropped)
+    asked = _drop_unasked(block, [turn for turn in kept if turn.role != "system"], source, dropped)
+    explained = len(dropped) > before and not asked  # every reply answered nothing: said so
     if wanted is not None:
-        body = _filter_exchanges(body, wanted, source, dropped)
-    turns = system + body
-    if not any(turn.role == "assistant" for turn in body):
-        if turns and not (had_reply and wanted is not None):  # the filter already said why
+        # a reply that the filter drops is recorded there
+        explained = explained or any(turn.role == "assistant" for turn in asked)
+        asked = _filter_exchanges(asked, wanted, source, dropped)
+    turns = system + asked
+    if not any(turn.role == "assistant" for turn in asked):
+        if turns and not explained:
             roles = ", ".join(turn.role for turn in turns)
             dropped.append(Dropped(source, block[0].line, "role", NO_ASSISTANT_MESSAGE, roles))
         return None
     messages = [{"role": turn.role, "content": turn.content} for turn in turns]
-    return Conversation(source=source, first_line=block[0].line, messages=messages)
+    sentiments = [turn.sentiment if turn.role == "assistant" else None for turn in turns]
+    return Conversation(source, block[0].line, messages, sentiments)
 
 
 def _drop_empty(block: list[Turn], source: str, dropped: list[Dropped]) -> list[Turn]:
@@ -349,6 +377,32 @@ def _drop_empty(block: list[Turn], source: str, dropped: list[Dropped]) -> list[
         elif turn.role != "system":
             dropped.append(Dropped(source, turn.line, "content", EMPTY_CONTENT, turn.content))
     return kept
+
+
+def _drop_unasked(
+    block: list[Turn], body: list[Turn], source: str, dropped: list[Dropped]
+) -> list[Turn]:
+    """`body` without the replies that answer no question: exchanges are cut on the raw turns,
+    so an empty user turn still separates them, and one drop is recorded per exchange."""
+    kept = {turn.index for turn in body}
+    unasked: set[int] = set()
+    for exchange in _exchanges([turn for turn in block if turn.role != "system"]):
+        if any(turn.role == "user" and turn.content.strip() for turn in exchange):
+            continue
+        replies = [turn for turn in exchange if turn.index in kept]
+        if replies:
+            value = _shortened(replies[0].content.strip())
+            dropped.append(Dropped(source, replies[0].line, "role", NO_USER_MESSAGE, value))
+            unasked.update(turn.index for turn in replies)
+    return [turn for turn in body if turn.index not in unasked]
+
+
+def _shortened(text: str) -> str:
+    """A single-line start of a text for a drop record."""
+    line = " ".join(text.split())
+    if len(line) > _SHOWN_VALUE_CHARS:
+        return line[: _SHOWN_VALUE_CHARS - 3] + "..."
+    return line
 
 
 def _filter_exchanges(

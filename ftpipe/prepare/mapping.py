@@ -1,13 +1,18 @@
 """Which CSV columns become which chat roles: recognised pairs, an explicit map, or label mode.
 
 A plan is made once per file from its header, then applied to every batch as a column
-selection, so mapping costs nothing per row.
+selection, so mapping costs nothing per row. The recognised header names, English and Russian,
+live in one data file (`data/column_names.json`, installed as `ftpipe.data`).
 """
 
 from __future__ import annotations
 
+import json
+import re
 from dataclasses import dataclass
-from typing import Literal
+from functools import cache
+from importlib.resources import files
+from typing import Any, Literal
 
 import pyarrow as pa
 import pyarrow.compute as pc
@@ -15,18 +20,50 @@ import pyarrow.compute as pc
 from ftpipe.errors import InputError
 from ftpipe.prepare.options import DEFAULT_LABEL_INSTRUCTION, PrepareOptions
 
-PAIRS = (
-    ("prompt", "completion"),
-    ("question", "answer"),
-    ("input", "output"),
-    ("user", "assistant"),
-    ("instruction", "response"),
-)
-SYSTEM_NAMES = ("system", "system_prompt", "system_message")
-TEXT_NAMES = ("text", "review", "message", "content", "sentence", "comment", "body")
-LABEL_NAMES = ("label", "sentiment", "class")
+NAMES_PACKAGE, NAMES_FILE = "ftpipe.data", "column_names.json"
+_SEPARATORS = re.compile(r"[\s_]+")
 
 Kind = Literal["column_pairs", "labelled_text"]
+
+
+def header_key(name: str) -> str:
+    """How header names are compared: case, surrounding whitespace, underscores and repeated
+    spaces ignored, so "  Ответ_Оператора " is "ответ оператора"."""
+    return _SEPARATORS.sub(" ", name).strip().casefold()
+
+
+@cache
+def _names() -> dict[str, Any]:
+    """The header names data file, read once and checked, so a broken edit names the file."""
+    path = files(NAMES_PACKAGE).joinpath(NAMES_FILE)
+    try:
+        data = json.loads(path.read_text(encoding="utf-8"))
+        pairs = tuple(_pair(item) for item in data["pairs"])
+        lists = {key: tuple(_strings(data[key])) for key in ("system", "text", "label")}
+    except (OSError, ValueError, KeyError, TypeError) as error:
+        raise ValueError(f"{path}: not a valid header names file ({error})") from None
+    return {"pairs": pairs, **lists}
+
+
+def _pair(item: object) -> tuple[str, str]:
+    """A [user, assistant] pair of header names, else TypeError."""
+    names = _strings(item)
+    if len(names) != 2:
+        raise TypeError(f"a pair is [user, assistant], got {names}")
+    return names[0], names[1]
+
+
+def _strings(values: object) -> list[str]:
+    """A JSON list of non-empty strings, else TypeError."""
+    if not isinstance(values, list) or not all(isinstance(v, str) and v for v in values):
+        raise TypeError("expected a list of names")
+    return values
+
+
+PAIRS: tuple[tuple[str, str], ...] = _names()["pairs"]
+SYSTEM_NAMES: tuple[str, ...] = _names()["system"]
+TEXT_NAMES: tuple[str, ...] = _names()["text"]
+LABEL_NAMES: tuple[str, ...] = _names()["label"]
 
 
 @dataclass(frozen=True)
@@ -46,13 +83,16 @@ class ColumnPlan:
 
 
 def _find(columns: list[str], names: tuple[str, ...]) -> str | None:
-    """The first column whose name matches one of `names`, ignoring case."""
-    by_lower = {column.lower(): column for column in columns}
-    return next((by_lower[name] for name in names if name in by_lower), None)
+    """The column matching the first of `names` found, compared by `header_key`."""
+    by_key: dict[str, str] = {}
+    for column in columns:
+        by_key.setdefault(header_key(column), column)
+    keys = (header_key(name) for name in names)
+    return next((by_key[key] for key in keys if key in by_key), None)
 
 
 def _require(source: str, columns: list[str], wanted: str, what: str) -> str:
-    match = _find(columns, (wanted.lower(),))
+    match = _find(columns, (wanted,))
     if match is None:
         raise InputError(source, f"missing required column {wanted!r} ({what}); found {columns}")
     return match
@@ -63,7 +103,7 @@ def is_label_header(columns: list[str], options: PrepareOptions) -> bool:
     a usual text column name; otherwise CSV text in label mode is read as texts, one a line."""
     text = (options.text_column,) if options.text_column else TEXT_NAMES
     wanted = (*text, options.label_column) if options.label_column else text
-    return _find(columns, tuple(name.lower() for name in wanted)) is not None
+    return _find(columns, wanted) is not None
 
 
 def _label_plan(source: str, columns: list[str], options: PrepareOptions) -> ColumnPlan:
@@ -75,7 +115,8 @@ def _label_plan(source: str, columns: list[str], options: PrepareOptions) -> Col
     if options.text_column:
         text = _require(source, columns, options.text_column, "text column")
     else:
-        others = [c for c in columns if c != label_column and c.lower() not in LABEL_NAMES]
+        labels = {header_key(name) for name in LABEL_NAMES}
+        others = [c for c in columns if c != label_column and header_key(c) not in labels]
         text = _find(columns, TEXT_NAMES) or (others[0] if len(others) == 1 else None)
         if text is None:
             raise InputError(

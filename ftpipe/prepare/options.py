@@ -2,25 +2,43 @@
 
 from __future__ import annotations
 
+import codecs
 import hashlib
 import json
 from pathlib import Path
-from typing import Literal
+from typing import Annotated, Literal
 
-from pydantic import BaseModel, Field, field_validator
+from pydantic import AfterValidator, BaseModel, Field, field_validator
 
 Label = Literal["positive", "negative"]
 Sentiment = Literal["positive", "negative", "neutral"]
 
+# Options added after dataset ids were first handed out: left out of the fingerprint while
+# unset, so a dataset prepared before them keeps its id.
+LATER_OPTIONS = ("encoding",)
 DEFAULT_LABEL_INSTRUCTION = (
     "Classify the sentiment of the user's text. Answer with one word: positive or negative."
 )
 
 
+def known_model(value: str) -> str:
+    """A model whose tokenizer and token limit ftpipe knows, checked before any input is read."""
+    from ftpipe.catalog import model_problem
+
+    problem = model_problem(value)
+    if problem:
+        raise ValueError(problem)
+    return value
+
+
+# A model a dataset is checked against and a job trains: catalogue, local or fine-tuned.
+ModelName = Annotated[str, AfterValidator(known_model)]
+
+
 class PrepareOptions(BaseModel):
     """How inputs become a dataset; part of the dataset id, so equal options give equal ids."""
 
-    model: str = Field(
+    model: ModelName = Field(
         default_factory=lambda: default_model(),
         description="Target model: tokenizer and token limit (default: the backend's default "
         "model, FTPIPE_DEFAULT_MODEL).",
@@ -57,6 +75,34 @@ class PrepareOptions(BaseModel):
         ge=0,
         description="Fail when more rows than this are rejected (default: 10% of input).",
     )
+    encoding: str | None = Field(
+        None,
+        description="Text encoding of CSV inputs, e.g. cp1252 or latin-1; default: detected "
+        "(UTF-8, or cp1251 for Cyrillic text); an unknown name is refused",
+    )
+
+    @field_validator("encoding")
+    @classmethod
+    def _text_encoding(cls, value: str | None) -> str | None:
+        """A codec Python has that decodes bytes to text (base64 and rot13 are codecs too)."""
+        if value is None:
+            return None
+        try:
+            info = codecs.lookup(value)
+        except LookupError:
+            problem = f"unknown text encoding {value!r}; e.g. utf-8, cp1252, latin-1"
+            raise ValueError(problem) from None
+        if not getattr(info, "_is_text_encoding", True):
+            raise ValueError(f"{value!r} is not a text encoding; e.g. utf-8, cp1252, latin-1")
+        return value
+
+    @field_validator("text_column", "label_column")
+    @classmethod
+    def _column_named(cls, value: str | None) -> str | None:
+        """A blank column name would only fail later, as a column the file lacks."""
+        if value is not None and not value.strip():
+            raise ValueError("names no column (empty)")
+        return value
 
     @field_validator("column_map")
     @classmethod
@@ -69,6 +115,9 @@ class PrepareOptions(BaseModel):
                 )
             if not {"user", "assistant"} <= set(value):
                 raise ValueError("column_map needs at least 'user' and 'assistant'")
+            blank = sorted(role for role, column in value.items() if not column.strip())
+            if blank:
+                raise ValueError(f"column_map names no column for {', '.join(blank)}")
         return value
 
     @property
@@ -76,10 +125,13 @@ class PrepareOptions(BaseModel):
         return bool(self.label or self.text_column or self.label_column)
 
     def fingerprint(self) -> str:
-        """A stable digest of every option, for the dataset id."""
-        return hashlib.sha256(
-            json.dumps(self.model_dump(mode="json"), sort_keys=True).encode()
-        ).hexdigest()
+        """A stable digest of every option, for the dataset id; options added later count only
+        once set, so the ids of datasets prepared before them stay the same."""
+        values = self.model_dump(mode="json")
+        for name in LATER_OPTIONS:
+            if values.get(name) is None:
+                del values[name]
+        return hashlib.sha256(json.dumps(values, sort_keys=True).encode()).hexdigest()
 
 
 def default_model() -> str:

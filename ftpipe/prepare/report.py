@@ -165,6 +165,21 @@ def _redaction(redaction: dict[str, Any] | None) -> list[str]:
     ]
 
 
+def _skipped(skipped: list[dict[str, str]]) -> list[str]:
+    """The report.md section on inputs found in the folders but not read, each with why."""
+    if not skipped:
+        return []
+    rows = [[entry["path"].replace("|", "\\|"), entry["reason"]] for entry in skipped]
+    return [
+        "## Skipped inputs",
+        "",
+        f"{len(skipped)} found but not read:",
+        "",
+        *_table(["path", "why"], rows),
+        "",
+    ]
+
+
 def markdown(report: dict[str, Any]) -> str:
     """A readable report with the counts, the rules, the token spread and the cost estimate."""
     counts, tokens, cost = report["counts"], report["tokens"], report["cost"]
@@ -197,6 +212,7 @@ def markdown(report: dict[str, Any]) -> str:
             ],
         ),
         "",
+        *_skipped(report.get("skipped_inputs") or []),
         "## Clean-up",
         "",
         *_table(["step", "count"], [[step["step"], step["count"]] for step in report["cleanup"]]),
