@@ -12,6 +12,12 @@ EXCERPT_CHARS = 200
 HEADER = ("source", "line", "column", "rule", "value")
 # Clean-up and filters asked for, not data errors: listed, but not counted against max_rejects.
 CLEANUP_RULES = frozenset({"duplicate", "sentiment_filtered"})
+ROW_TOO_LONG = "row_too_long"
+# Rows the CSV reader itself turns away, before any column is mapped: rule -> description.
+READ_RULES = {
+    ROW_TOO_LONG: "The row must fit the CSV reader's block (4 MiB of text by default); a longer "
+    "one is not read, and the rows around it are.",
+}
 
 
 @dataclass(frozen=True)
