@@ -1,17 +1,27 @@
-"""Benchmark of the `chat` flow against the original one-message-at-a-time `ask` loop.
+"""Benchmark of the `chat` flow against a plain thread pool and a one-at-a-time loop over the
+same core function, `ftpipe.chat.ask`.
 
-Usage: python bench/chat.py [--messages N] [--concurrency N] [--latency-ms MS] [--keep]
+Usage: python bench/chat.py [--messages N] [--concurrency N] [--latency-ms MS] [--repeat N]
+       [--retry-after-s S] [--keep]
 
 A local OpenAI-compatible server runs as its own process (`python -m ftpipe local-api`) with
 every answer delayed by `--latency-ms`, standing in for a real endpoint's round trip. The same
-messages are answered three times, each run with its own dialogue log:
+messages are answered by, each run with its own dialogue log:
 
-* sequential - a plain loop calling `ftpipe.chat.ask` per message, as the original `ask` did;
-* concurrent - the `chat` flow at `--concurrency`;
-* 429 run    - the `chat` flow again, with the server answering 10% of requests 429.
+* loop    - one `ask` after another (the reference for what concurrency buys);
+* threads - `concurrent.futures.ThreadPoolExecutor(--concurrency)` over `ask`, the fastest plain
+            way (the reference for Prefect's cost);
+* flow    - the `chat` flow at `--concurrency`;
+* 429 runs - threads and flow again, with the server answering 10% of requests 429 and
+             `retry-after: --retry-after-s` (1 s: a real server's whole second).
 
-The last line reads `chat: speedup=<sequential s / concurrent s> failed=<failed rows in the 429
-run>`. Targets are printed with PASS/MISS; a miss never fails the process.
+Every `ask` gets the same client, sentiment labelling, dialogue log and 5 attempts. Threads and
+flow alternate `--repeat` times and the fastest of each counts (least disturbed by other load).
+Each run also shows when its last reply was logged (the dialogue log's timestamps), which
+separates the answering from the flow's wind-down.
+The last line reads `chat: vs_threads=<flow s / threads s> vs_loop=<loop s / flow s>
+failed=<failed rows of the flow's 429 run>`. Targets are printed with PASS/MISS; a miss never
+fails the process.
 """
 
 from __future__ import annotations
@@ -22,22 +32,27 @@ import logging
 import os
 import secrets
 import shutil
+import statistics
 import subprocess
 import sys
 import tempfile
 import time
 from collections.abc import Callable, Iterator
+from concurrent.futures import ThreadPoolExecutor
 from contextlib import contextmanager
 from dataclasses import dataclass
+from datetime import datetime
 from pathlib import Path
 
 import httpx
+import psutil
 
 MODEL = "gpt-4o-mini"
-TARGET_SPEEDUP = 10.0
+ATTEMPTS = 5  # the flow's default
+TARGET_VS_THREADS = 1.2
 TARGET_FAILED = 0
-FAULTS_429 = {"rate_429": 0.1, "retry_after_s": 0.05}
-WARM_UP_MESSAGES = 4
+FAULT_SEED = 429  # the same dice each run: the same share of 429s
+WARM_UP_MESSAGES = 8
 SERVER_START_S = 60.0
 TOPICS = ("ferry", "ticket", "bicycle", "cabin", "refund", "timetable", "parking", "dog")
 
@@ -62,8 +77,10 @@ class Run:
     name: str
     seconds: float
     cpu_seconds: float  # this process's CPU time: steadier than wall time on a busy machine
+    child_cpu_seconds: float  # the servers' (local API, Prefect's test server)
     failed: int
     retries: int
+    last_reply_s: float  # when the last exchange was logged: the answering, without wind-down
 
 
 # --- the server ------------------------------------------------------------------------------
@@ -79,6 +96,8 @@ def _server_env(home: Path, key: str, latency_ms: int) -> dict[str, str]:
         "FTPIPE_HOME": str(home),
         "FTPIPE_LOCAL_API_KEY": key,
         "FTPIPE_FAULT_LATENCY_MS": str(latency_ms),
+        # the stand-in answers `gpt-4o-mini` in microseconds: the latency is the endpoint's
+        "FTPIPE_LOCAL_ENGINE": "stand-in",
     }
 
 
@@ -148,10 +167,10 @@ def use_server(server: Server, client_home: Path) -> None:
 # --- the runs --------------------------------------------------------------------------------
 
 
-def make_messages(count: int) -> list[str]:
+def make_messages(count: int, prefix: str = "Question") -> list[str]:
     """Distinct questions, so no cache anywhere could answer one from another."""
     return [
-        f"Question {index}: what should I know about the {TOPICS[index % len(TOPICS)]} "
+        f"{prefix} {index}: what should I know about the {TOPICS[index % len(TOPICS)]} "
         f"on sailing number {index}?"
         for index in range(count)
     ]
@@ -188,48 +207,91 @@ def counting_retries() -> Iterator[RetryCounter]:
 def with_log(home: Path, name: str) -> None:
     """Each run writes its own dialogue log (FTPIPE_HOME/dialogues), so none pays for a
     longer file left by the one before."""
-    os.environ["FTPIPE_HOME"] = str(home / name)
+    os.environ["FTPIPE_HOME"] = str(home / name.replace(" ", "-"))
 
 
-def sequential(messages: list[str]) -> int:
-    """The original loop: one client, one `ask` after another, each exchange logged."""
+def asker() -> Callable[[str], bool]:
+    """`ask` as the references call it: one client, sentiment, one dialogue log; True when the
+    message got its reply (a failure is counted like the flow's failed rows, not raised)."""
     from ftpipe import chat, sentiment
     from ftpipe.client import make_client
     from ftpipe.dialogue_log import DialogueLog, default_log_path
 
-    client, log, failed = make_client(), DialogueLog(default_log_path()), 0
-    for text in messages:
+    client, log = make_client(), DialogueLog(default_log_path())
+
+    def ask(text: str) -> bool:
         try:
-            chat.ask(client, text, model=MODEL, sentiment=sentiment.analyse, log=log, attempts=5)
-        except Exception:  # counted like the flow's failed rows, not raised
-            failed += 1
-    return failed
+            chat.ask(
+                client, text, model=MODEL, sentiment=sentiment.analyse, log=log, attempts=ATTEMPTS
+            )
+        except Exception:
+            return False
+        return True
+
+    return ask
 
 
-def concurrent(messages: list[str], concurrency: int) -> int:
+def loop(messages: list[str]) -> int:
+    """One `ask` after another."""
+    ask = asker()
+    return sum(1 for text in messages if not ask(text))
+
+
+def threads(messages: list[str], concurrency: int) -> int:
+    """A plain thread pool over `ask`: the floor for any concurrent runner in this process."""
+    ask = asker()
+    with ThreadPoolExecutor(concurrency) as pool:
+        return sum(1 for ok in pool.map(ask, messages) if not ok)
+
+
+def flow(messages: list[str], concurrency: int) -> int:
     """The `chat` flow; its failed rows carry an `error`."""
     from ftpipe.flows.chat import chat
 
-    rows = chat(messages=messages, model=MODEL, concurrency=concurrency)
+    rows = chat(messages=messages, model=MODEL, concurrency=concurrency, attempts=ATTEMPTS)
     return sum(1 for row in rows if row.get("error"))
+
+
+def children_cpu() -> float:
+    """CPU seconds used so far by this process's children (the two servers)."""
+    total = 0.0
+    for child in psutil.Process().children(recursive=True):
+        try:
+            times = child.cpu_times()
+        except psutil.Error:
+            continue
+        total += times.user + times.system
+    return total
+
+
+def last_logged(home: Path) -> float:
+    """The time (epoch seconds) of the last exchange in this run's dialogue log."""
+    path = home / "dialogues" / "dialogues.jsonl"
+    lines = path.read_text(encoding="utf-8").splitlines() if path.exists() else []
+    stamps = [json.loads(line)["timestamp"] for line in lines if line.strip()]
+    return max(datetime.fromisoformat(stamp).timestamp() for stamp in stamps) if stamps else 0.0
 
 
 def timed(name: str, home: Path, work: Callable[[], int]) -> Run:
     """Wall and CPU time of `work` (which returns its failure count), retries counted."""
     with_log(home, name)
     with counting_retries() as counter:
-        started, cpu = time.perf_counter(), time.process_time()
+        epoch, started = time.time(), time.perf_counter()
+        cpu, child_cpu = time.process_time(), children_cpu()
         failed = work()
         run = Run(
             name,
             time.perf_counter() - started,
             time.process_time() - cpu,
+            children_cpu() - child_cpu,
             failed,
             counter.count,
+            last_logged(Path(os.environ["FTPIPE_HOME"])) - epoch,
         )
     print(
-        f"{name:<12} {run.seconds:8.2f} s  cpu {run.cpu_seconds:6.2f} s  failed {failed:3d}  "
-        f"retries {run.retries:3d}",
+        f"{name:<11} {run.seconds:6.2f} s  last reply at {run.last_reply_s:6.2f} s  "
+        f"cpu {run.cpu_seconds:5.2f} s  servers' cpu {run.child_cpu_seconds:5.2f} s  "
+        f"failed {failed:3d}  retries {run.retries:3d}",
         flush=True,
     )
     return run
@@ -237,11 +299,12 @@ def timed(name: str, home: Path, work: Callable[[], int]) -> Run:
 
 def warm_up(home: Path, concurrency: int) -> None:
     """Imports, the first connection and Prefect's first flow run are one-off costs a
-    long-running service pays once; neither timed run should carry them."""
-    messages = make_messages(WARM_UP_MESSAGES)
+    long-running service pays once; no timed run should carry them."""
+    messages = make_messages(WARM_UP_MESSAGES, prefix="Warm-up")
     with_log(home, "warm-up")
-    sequential(messages)
-    concurrent(messages, concurrency)
+    loop(messages[:2])
+    threads(messages, concurrency)
+    flow(messages, concurrency)
 
 
 # --- report ----------------------------------------------------------------------------------
@@ -253,58 +316,99 @@ def load() -> str:
 
 
 def _target(name: str, value: float, ok: bool, op: str, goal: float) -> str:
-    return f"target {name:<8} {op:>2} {goal:<5g} got {value:8.2f}  {'PASS' if ok else 'MISS'}"
+    return f"target {name:<10} {op:>2} {goal:<5g} got {value:8.2f}  {'PASS' if ok else 'MISS'}"
 
 
-def report(seq: Run, conc: Run, faulty: Run, count: int) -> None:
-    """Throughput of each run, the targets, and the machine-readable last line."""
-    speedup = seq.seconds / conc.seconds if conc.seconds > 0 else float("inf")
-    for run in (seq, conc, faulty):
-        print(f"{run.name:<12} {count / run.seconds:8.1f} messages/s")
-    print(_target("speedup", speedup, speedup >= TARGET_SPEEDUP, ">=", TARGET_SPEEDUP))
-    print(_target("failed", faulty.failed, faulty.failed <= TARGET_FAILED, "<=", TARGET_FAILED))
-    print(f"chat: speedup={speedup:.2f} failed={faulty.failed}")
+def fastest(runs: list[Run]) -> Run:
+    return min(runs, key=lambda run: run.seconds)
+
+
+def report(seq: Run, pool: list[Run], flows: list[Run], faulty: tuple[Run, Run], n: int) -> None:
+    """Throughput and CPU per message of each, the ratios, the targets, and the last line."""
+    best_pool, best_flow = fastest(pool), fastest(flows)
+    vs_threads = best_flow.seconds / best_pool.seconds
+    vs_loop = seq.seconds / best_flow.seconds
+    paired = [f.seconds / p.seconds for p, f in zip(pool, flows, strict=True)]
+    for run in (seq, best_pool, best_flow, *faulty):
+        print(
+            f"{run.name:<11} {n / run.seconds:7.1f} messages/s  "
+            f"cpu {1000 * run.cpu_seconds / n:5.1f} ms/message "
+            f"(+ servers' {1000 * run.child_cpu_seconds / n:5.1f})"
+        )
+    print(f"flow/threads per pair: {' '.join(f'{r:.2f}' for r in paired)}")
+    print(f"flow/threads median of pairs: {statistics.median(paired):.2f}")
+    answering = best_flow.last_reply_s / best_pool.last_reply_s
+    print(f"flow/threads to the last reply (fastest runs): {answering:.2f}")
+    wind_down = best_flow.seconds - best_flow.last_reply_s
+    print(
+        f"flow's wind-down after its last reply: {wind_down:.2f} s (summary artifact, final "
+        "state, and Prefect's heartbeat thread, joined at exit, sleeping in 1 s steps)"
+    )
+    print(f"429 runs flow/threads: {faulty[1].seconds / faulty[0].seconds:.2f}")
+    failed = faulty[1].failed
+    print(
+        _target("vs_threads", vs_threads, vs_threads <= TARGET_VS_THREADS, "<=", TARGET_VS_THREADS)
+    )
+    print(_target("failed", failed, failed <= TARGET_FAILED, "<=", TARGET_FAILED))
+    print(f"chat: vs_threads={vs_threads:.2f} vs_loop={vs_loop:.2f} failed={failed}")
 
 
 # --- main ------------------------------------------------------------------------------------
 
 
 def quiet_prefect() -> None:
-    """Prefect logs every task run at INFO; for hundreds of them that is noise (and time)."""
-    os.environ.setdefault("PREFECT_LOGGING_LEVEL", "WARNING")
+    """Run logs still go to the API, as in production (the flow's per-message lines included);
+    only the console copy of them, noise here, is left out."""
+    os.environ.setdefault("PREFECT_LOGGING_HANDLERS_CONSOLE_LEVEL", "WARNING")
     os.environ.setdefault("PREFECT_SERVER_ANALYTICS_ENABLED", "false")
 
 
+def faults_429(retry_after_s: float) -> dict[str, float]:
+    return {"rate_429": 0.1, "retry_after_s": retry_after_s, "seed": FAULT_SEED}
+
+
 def benchmark(args: argparse.Namespace, work: Path) -> None:
-    """Start the server and a temporary Prefect server, then the three timed runs."""
+    """Start the server and a temporary Prefect server, then the timed runs."""
     quiet_prefect()
     from prefect.testing.utilities import prefect_test_harness
 
-    messages = make_messages(args.messages)
+    messages, n = make_messages(args.messages), args.messages
     with local_server(work / "server", args.latency_ms, work / "server.log") as server:
         use_server(server, work / "client")
-        print(f"server {server.base_url}, latency {args.latency_ms} ms; {len(messages)} messages")
+        print(f"server {server.base_url}, latency {args.latency_ms} ms; {n} messages")
         print(f"load before: {load()}")
         with prefect_test_harness(server_startup_timeout=120):
             warm_up(work, args.concurrency)
-            seq = timed("sequential", work, lambda: sequential(messages))
-            conc = timed("concurrent", work, lambda: concurrent(messages, args.concurrency))
-            set_faults(server, FAULTS_429)
-            print(f"server faults now {FAULTS_429}")
-            faulty = timed("429 run", work, lambda: concurrent(messages, args.concurrency))
+            seq = timed("loop", work, lambda: loop(messages))
+            pool, flows = [], []
+            for _ in range(args.repeat):
+                pool.append(timed("threads", work, lambda: threads(messages, args.concurrency)))
+                flows.append(timed("flow", work, lambda: flow(messages, args.concurrency)))
+            set_faults(server, faults_429(args.retry_after_s))
+            print(f"server faults now {faults_429(args.retry_after_s)}")
+            faulty = (
+                timed("threads 429", work, lambda: threads(messages, args.concurrency)),
+                timed("flow 429", work, lambda: flow(messages, args.concurrency)),
+            )
             print(f"load after: {load()}")
-    report(seq, conc, faulty, len(messages))
+    report(seq, pool, flows, faulty, n)
 
 
 def _parse_args(argv: list[str] | None) -> argparse.Namespace:
     parser = argparse.ArgumentParser(description=(__doc__ or "").splitlines()[0])
     parser.add_argument("--messages", type=int, default=200, help="Messages per run.")
-    parser.add_argument("--concurrency", type=int, default=16, help="The flow's concurrency.")
+    parser.add_argument("--concurrency", type=int, default=16, help="Threads and flow's.")
     parser.add_argument("--latency-ms", type=int, default=200, help="Server delay per answer.")
+    parser.add_argument("--repeat", type=int, default=3, help="Threads/flow pairs timed.")
+    parser.add_argument(
+        "--retry-after-s", type=float, default=1.0, help="The retry-after of the 429 runs."
+    )
     parser.add_argument("--keep", action="store_true", help="Keep the logs and dialogue files.")
     args = parser.parse_args(argv)
-    if args.messages < 1 or args.concurrency < 1 or args.latency_ms < 0:
-        parser.error("--messages and --concurrency must be positive, --latency-ms not negative")
+    if min(args.messages, args.concurrency, args.repeat) < 1 or args.latency_ms < 0:
+        parser.error("--messages, --concurrency and --repeat must be positive, --latency-ms not")
+    if args.retry_after_s < 0:
+        parser.error("--retry-after-s must not be negative")
     return args
 
 

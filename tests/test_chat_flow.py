@@ -12,7 +12,16 @@ from typing import Any
 
 import pytest
 from prefect.client.orchestration import get_client
-from prefect.client.schemas.filters import ArtifactFilter, ArtifactFilterFlowRunId
+from prefect.client.schemas.filters import (
+    ArtifactFilter,
+    ArtifactFilterFlowRunId,
+    FlowRunFilter,
+    FlowRunFilterId,
+    LogFilter,
+    LogFilterFlowRunId,
+)
+from prefect.client.schemas.objects import Log, TaskRun
+from prefect.logging.handlers import APILogHandler
 from prefect.states import State
 from prefect.testing.utilities import prefect_test_harness
 
@@ -48,13 +57,18 @@ def logged_users() -> list[str]:
     return [turn["content"] for turn in DialogueLog(path).read() if turn["role"] == "user"]
 
 
-def artifact_rows(state: State) -> list[dict[str, Any]]:
-    """The run's `chat-replies` table, read back from the Prefect API."""
+def run_artifacts(state: State) -> list[Any]:
+    """Every artifact the run made, read back from the Prefect API."""
     flow_run_id = state.state_details.flow_run_id
     with get_client(sync_client=True) as client:
-        found = client.read_artifacts(
+        return client.read_artifacts(
             artifact_filter=ArtifactFilter(flow_run_id=ArtifactFilterFlowRunId(any_=[flow_run_id]))
         )
+
+
+def artifact_rows(state: State) -> list[dict[str, Any]]:
+    """The run's `chat-replies` table, read back from the Prefect API."""
+    found = run_artifacts(state)
     tables = [artifact for artifact in found if artifact.key == "chat-replies"]
     assert len(tables) == 1 and tables[0].type == "table"
     data = tables[0].data
@@ -140,13 +154,16 @@ def test_transient_429s_are_retried_until_every_row_is_answered(
     monkeypatch.setenv("FTPIPE_FAULT_SEED", "11")
     caplog.set_level(logging.INFO, logger="ftpipe")
     messages = [f"Question {index}: is sailing {index} on time?" for index in range(30)]
-    rows = chat(messages=messages, concurrency=8)
+    state = chat(messages=messages, concurrency=8, return_state=True)
+    rows = state.result()
     assert sum(1 for row in rows if row.get("error")) == 0
     assert_answered_in_order(rows, messages)
     retried = [r for r in caplog.records if "retrying in" in r.getMessage()]
     assert retried, "the injected 429s never reached the client"
     assert all("429" in r.getMessage() for r in retried)
     assert sorted(logged_users()) == sorted(messages)
+    # the core's retry lines, made on the chunk's threads, reach the run's log in the UI
+    assert len([line for line in run_log_lines(state) if "retrying in" in line]) == len(retried)
 
 
 @pytest.mark.parametrize(
@@ -185,3 +202,83 @@ def test_messages_and_replies_stay_out_of_artifacts_unless_asked() -> None:
     summary = str(found[0].data)
     assert "2** of 2 messages" in summary
     assert all(message not in summary for message in MESSAGES[:2])
+
+
+def task_runs(state: State) -> list[TaskRun]:
+    """The run's task runs, read back from the Prefect API, by name."""
+    runs = FlowRunFilter(id=FlowRunFilterId(any_=[state.state_details.flow_run_id]))
+    with get_client(sync_client=True) as client:
+        return sorted(client.read_task_runs(flow_run_filter=runs), key=lambda run: run.name)
+
+
+def run_logs(state: State) -> list[Log]:
+    """The run's logs (its task runs' included), once the batches are sent."""
+    APILogHandler().flush()
+    runs = LogFilter(flow_run_id=LogFilterFlowRunId(any_=[state.state_details.flow_run_id]))
+    with get_client(sync_client=True) as client:
+        return client.read_logs(log_filter=runs)
+
+
+def run_log_lines(state: State) -> list[str]:
+    return [log.message for log in run_logs(state)]
+
+
+def test_a_batch_of_several_chunks_keeps_one_row_per_message_in_order() -> None:
+    """23 messages in chunks of 5: five task runs, not 23, on four lanes shared by all."""
+    messages = [f"Sailing {index}: is the {index % 3}th deck open?" for index in range(23)]
+    state = chat(messages=messages, concurrency=4, chunk_size=5, return_state=True)
+    assert state.is_completed(), state.message
+    assert_answered_in_order(state.result(), messages)
+    assert sorted(logged_users()) == sorted(messages)
+    runs = task_runs(state)
+    starts = range(1, 24, 5)
+    assert [run.name for run in runs] == sorted(
+        f"answer messages {n}-{min(n + 4, 23)}" for n in starts
+    )
+    assert all(run.tags == [] for run in runs)  # no limit on the chat tag: no slot to take
+    progress = [artifact for artifact in run_artifacts(state) if artifact.key == "chat-progress"]
+    assert len(progress) == 1 and progress[0].type == "progress"
+    assert float(progress[0].data) == 100.0  # type: ignore[arg-type]
+    lines = run_log_lines(state)
+    assert sum(1 for line in lines if line.startswith("message ") and "answered" in line) == 23
+    assert all(message not in line for line in lines for message in messages)
+
+
+def test_one_failing_message_is_reported_in_its_row_and_the_others_answered() -> None:
+    """A blank message is refused by the core; it fails alone, in its place and in the log."""
+    messages = [f"Question {index}: may I bring a bicycle?" for index in range(7)]
+    messages[4] = "   "
+    state = chat(messages=messages, concurrency=3, chunk_size=3, return_state=True)
+    assert state.is_completed(), state.message
+    rows = state.result()
+    assert [row["message"] for row in rows] == messages
+    assert rows[4]["text"] == "" and rows[4]["error"].startswith("InputError: ")
+    assert "question is empty" in rows[4]["error"]
+    others = messages[:4] + messages[5:]
+    assert_answered_in_order(rows[:4] + rows[5:], others)
+    assert sorted(logged_users()) == sorted(others)
+    assert any(line.startswith("message 5 failed: InputError") for line in run_log_lines(state))
+    summary = [artifact for artifact in run_artifacts(state) if artifact.key == "chat-summary"]
+    assert "**6** of 7 messages" in str(summary[0].data) and "**1** failed" in str(summary[0].data)
+
+
+def test_a_concurrency_limit_on_the_chat_tag_bounds_the_chunks_across_runs() -> None:
+    """`prefect concurrency-limit create chat 1`: the chunks carry the tag and take turns."""
+    messages = [f"Question {index}: is the café open?" for index in range(6)]
+    with get_client(sync_client=True) as client:
+        client.create_concurrency_limit(tag="chat", concurrency_limit=1)
+        try:
+            state = chat(messages=messages, chunk_size=3, log_dialogues=False, return_state=True)
+        finally:
+            client.delete_concurrency_limit_by_tag("chat")
+    assert state.is_completed(), state.message
+    assert_answered_in_order(state.result(), messages)
+    runs = task_runs(state)
+    assert len(runs) == 2 and all(run.tags == ["chat"] for run in runs)
+    answered: dict[Any, list[Any]] = {run.id: [] for run in runs}
+    for log in run_logs(state):
+        if log.task_run_id in answered and "answered" in log.message:
+            answered[log.task_run_id].append(log.timestamp)
+    first, second = sorted(answered.values(), key=min)
+    assert len(first) == len(second) == 3
+    assert max(first) < min(second)  # one chunk at a time
