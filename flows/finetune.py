@@ -105,7 +105,16 @@ def finetune(
             model = check_default_model(run_model(None, settings))
             options = options.model_copy(update={"model": model})
         chosen = launch_options(options, training)
+        if evaluation.min_improvement and not (wait and evaluate):
+            raise InputError(
+                "evaluation.min_improvement", "needs wait and evaluate: the gate judges the result"
+            )
         prepared = _prepare(paths, options, chosen, csv_text, out_dir, task_runner, dask_address)
+        if evaluation.min_improvement and not (evaluation.data or prepared["validation"]):
+            raise InputError(  # before anything is uploaded or trained
+                "evaluation.min_improvement",
+                "needs held-out examples, but this dataset has no validation split",
+            )
         training_file = upload_file(prepared["train"])
         validation = upload_file(prepared["validation"]) if prepared["validation"] else None
         request = LaunchRequest(

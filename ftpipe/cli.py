@@ -550,6 +550,9 @@ def train(
         console.print(f"job {result['job_id']}: {result['status']}{note}")
         _print_how_to_follow(result["job_id"], result["status"])
         return
+    if gate and not (out / result["dataset_id"] / "validation.jsonl").is_file():
+        fail("ftpipe train: --min-improvement needs held-out examples, but this dataset has no "
+             "validation split (--validation-share)", 2)  # fmt: skip
     record = _follow(result["job_id"])
     console.print(f"job {record.job_id}: {record.status}{note}")
     if record.fine_tuned_model:

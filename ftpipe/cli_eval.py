@@ -128,6 +128,7 @@ def exit_on_gate(result: EvalResult, command: str) -> None:
         fail(f"ftpipe {command}: {GateFailed(result)}")
 
 
+eval_command.__name__ = "eval"  # option errors read "ftpipe eval: ..."
 eval_command = model_options(EVAL_OPTIONS)(eval_command)
 
 

@@ -184,6 +184,8 @@ def test_the_facade_without_a_finished_job_says_so() -> None:
         ("label metric on free text", "--metric accuracy: needs replies from a small closed"),
         ("gate metric not measured", "not measured on this data"),
         ("judge refuses", "judge no-such-judge at"),
+        ("blank question", "valid.jsonl:1: its last user message is empty"),
+        ("unknown base", "model no-such-base: no such job or model"),
     ],
 )
 def test_bad_input_is_one_line_and_leaves_no_result(
@@ -212,6 +214,12 @@ def test_bad_input_is_one_line_and_leaves_no_result(
         options = EvalOptions(data=str(data), min_improvement={"accuracy": 0.1})
     elif case == "judge refuses":
         options = EvalOptions(data=str(data), judge="no-such-judge")
+    elif case == "blank question":
+        blank = held_out()[0]
+        blank["messages"][0]["content"] = "   "
+        write_jsonl(data, [blank])
+    elif case == "unknown base":
+        options = EvalOptions(data=str(data), base="no-such-base")
 
     with pytest.raises(InputError, match=message) as raised:
         evaluate_by_name(name, options, out_dir=bad)
@@ -310,3 +318,24 @@ def test_judge_replies_are_read_leniently_and_an_unreadable_judge_is_refused(
     examples = load_examples(write_jsonl(tmp_path / "v.jsonl", held_out()))
     with pytest.raises(InputError, match="did not answer A, B or TIE"):
         judge_pairs(lambda m: "I cannot decide", "chatty", examples, ["x"] * 10, ["y"] * 10)
+
+
+def test_cli_bad_input_is_one_line_with_a_non_zero_exit(job: str, tmp_path: Path) -> None:
+    runner = CliRunner()
+    blocker = tmp_path / "a-file"
+    blocker.write_text("not a folder")
+    cases = {
+        "--out under a file": ["eval", job, "--out", str(blocker / "sub")],
+        "unknown job": ["eval", "ftjob-nothing"],
+        "bad limit": ["eval", job, "--limit", "0"],
+        "base is the model": ["eval", job, "--base", "__tuned__"],
+    }
+    tuned = default_registry().get(job).fine_tuned_model
+    for name, args in cases.items():
+        args = [tuned if a == "__tuned__" else a for a in args]
+        ran = runner.invoke(app, args)
+        assert ran.exit_code in (1, 2), (name, ran.output)
+        assert "Traceback" not in ran.output, name
+        assert ran.exception is None or isinstance(ran.exception, SystemExit), name
+    assert "ftpipe eval: invalid option --limit" in runner.invoke(app, cases["bad limit"]).output
+    assert not (blocker.parent / "eval.json").exists()

@@ -417,9 +417,26 @@ def test_a_verdict_needs_the_exact_test_not_only_the_bootstrap() -> None:
     from ftpipe.eval.result import Difference
 
     few = Difference(metric="accuracy", tuned=4 / 6, base=0, difference=4 / 6, low=0.33,
-                     high=1.0, p_value=0.125)  # fmt: skip
+                     high=1.0, p_value=0.125, wins=4, losses=0)  # fmt: skip
     assert not few.better_than_noise and not few.worse_than_noise
     many = few.model_copy(update={"p_value": 0.002})
     assert many.better_than_noise
-    corpus = few.model_copy(update={"p_value": None})  # macro-F1: the interval decides
-    assert corpus.better_than_noise
+    corpus = few.model_copy(update={"p_value": None, "wins": None, "losses": None})
+    assert corpus.better_than_noise  # macro-F1: the interval decides
+
+
+def test_a_few_big_gains_do_not_outvote_many_small_losses() -> None:
+    """Token F1 slightly worse on 20 examples and much better on 4: the mean rises, but the
+    sign test is significant for the base, so the verdict is no clear difference."""
+    from ftpipe.eval.scoring import Scorer
+
+    references = [f"the answer number {i} is here" for i in range(24)]
+    base = list(references)
+    tuned = [r + " extra" for r in references[:20]] + ["zzz"] * 4
+    base = base[:20] + ["qqq"] * 4
+    tuned[20:] = references[20:]
+    scorer = Scorer(references)
+    [difference] = [d for d in scorer.differences(tuned, base) if d.metric == "token_f1"]
+    assert difference.difference > 0 and (difference.wins, difference.losses) == (4, 20)
+    assert difference.p_value < 0.05
+    assert not difference.better_than_noise and not difference.worse_than_noise

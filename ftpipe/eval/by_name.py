@@ -65,7 +65,7 @@ def evaluate_by_name(
         request,
         client,
         judge_client=judge_client(options),
-        endpoint_scores=target.endpoint_scores,
+        endpoint_scores={} if options.limit else target.endpoint_scores,
         attempts=settings.max_retries + 1,
         progress=progress,
     )

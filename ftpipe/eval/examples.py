@@ -75,6 +75,11 @@ def _example(where: str, number: int, line: str) -> EvalExample:
     prompt = [_request_message(m) for m in messages[:last]]
     if not any(m.get("role") == "user" for m in prompt):
         raise InputError(where, "has no user message before its last assistant reply")
+    last_user = next(m for m in reversed(prompt) if m.get("role") == "user")
+    if not text_of(last_user.get("content")).strip() and not isinstance(
+        last_user.get("content"), list
+    ):
+        raise InputError(where, "its last user message is empty: there is no question to ask")
     return EvalExample(number, prompt, text_of(messages[last].get("content")))
 
 

@@ -31,6 +31,7 @@ def write_outputs(
     """All four files, each replaced atomically; eval.json last, so it never describes answers
     or a chart that were not written."""
     out_dir.mkdir(parents=True, exist_ok=True)
+    (out_dir / RESULT_FILE).unlink(missing_ok=True)  # an older result never sits beside new files
     rows = answer_rows(result, examples, answers, scorer, outcomes)
     write_text_atomically(out_dir / ANSWERS_FILE, _csv(rows))
     write_bytes_atomically(out_dir / CHART_FILE, chart_png(result))

@@ -63,22 +63,33 @@ class Difference(BaseModel):
     low: float
     high: float
     p_value: float | None = None
+    wins: int | None = None  # examples where tuned scored higher than base
+    losses: int | None = None
 
-    @property
-    def significant(self) -> bool:
-        """Decided by the exact test where there is one: the bootstrap is too sure on few
-        examples (4 of 6 right against 0 of 6 is p = 0.125, not proof)."""
-        if self.p_value is not None:
-            return self.p_value < SIGNIFICANCE
-        return self.low > 0 or self.high < 0
+    def _decided(self, sign: int) -> bool:
+        """Every test agrees on the direction: the mean, the bootstrap interval, and (where
+        there is one) the exact sign test with more wins than losses. The bootstrap alone is
+        too sure on few examples (4 of 6 right against 0 of 6 is p = 0.125, not proof), and
+        the sign test alone ignores how big each difference is."""
+        interval = self.low > 0 if sign > 0 else self.high < 0
+        if sign * self.difference <= 0 or not interval:
+            return False
+        if self.p_value is None:
+            return True
+        ahead = (
+            (self.wins or 0) > (self.losses or 0)
+            if sign > 0
+            else (self.losses or 0) > (self.wins or 0)
+        )
+        return ahead and self.p_value < SIGNIFICANCE
 
     @property
     def better_than_noise(self) -> bool:
-        return self.difference > 0 and self.significant
+        return self._decided(+1)
 
     @property
     def worse_than_noise(self) -> bool:
-        return self.difference < 0 and self.significant
+        return self._decided(-1)
 
 
 class JudgeResult(BaseModel):

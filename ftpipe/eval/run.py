@@ -3,6 +3,7 @@ gate, write the outputs. Any OpenAI-compatible endpoint: OpenAI, Azure or the lo
 
 from __future__ import annotations
 
+import os
 import time
 from collections.abc import Callable, Mapping
 from pathlib import Path
@@ -92,7 +93,9 @@ def evaluate(
     }  # fmt: skip
     result = _result(request, examples, scorer, answers, endpoint_scores or {}, gate)
     if request.judge and request.base:
-        result.judge, outcomes = _judge(request, judge_client or client, examples, answers, tick)
+        result.judge, outcomes = _judge(
+            request, judge_client or client, examples, answers, tick, attempts
+        )
     else:
         outcomes = None
     if request.out_dir is not None:
@@ -110,6 +113,10 @@ def enforce_gate(result: EvalResult) -> None:
 
 
 def _check_plan(request: EvalRequest, scorer: Scorer, gate: Mapping[str, float]) -> None:
+    if request.base is not None and request.base == request.tuned:
+        raise InputError("--base", f"{request.base} is the model being evaluated; name another")
+    if request.out_dir is not None:
+        _check_out_dir(request.out_dir)
     if gate and not request.base:
         raise InputError("--min-improvement", "needs a base model to improve on (--base)")
     if request.judge and not request.base:
@@ -120,6 +127,16 @@ def _check_plan(request: EvalRequest, scorer: Scorer, gate: Mapping[str, float])
                 f"--min-improvement {metric}",
                 f"not measured on this data (it measures {', '.join(scorer.metrics)})",
             )
+
+
+def _check_out_dir(out_dir: Path) -> None:
+    """The output folder exists (or is made) and is writable before any model is asked."""
+    try:
+        out_dir.mkdir(parents=True, exist_ok=True)
+    except OSError as error:
+        raise InputError(f"--out {out_dir}", f"cannot be a folder ({error.strerror})") from None
+    if not os.access(out_dir, os.W_OK):
+        raise InputError(f"--out {out_dir}", "is not writable")
 
 
 def _counter(total: int, progress: Progress | None) -> Callable[[int], None]:
@@ -198,12 +215,15 @@ def _judge(
     examples: list[EvalExample],
     answers: Mapping[str, list[str]],
     tick: Callable[[int], None],
+    attempts: int,
 ) -> tuple[object, list]:
     judge = request.judge or ""
 
     def ask_judge(messages: list[dict]) -> str:
         try:
-            reply = ask(client, messages, model=judge, temperature=0, max_tokens=5)
+            reply = ask(
+                client, messages, model=judge, temperature=0, max_tokens=16, attempts=attempts
+            )
         except openai.APIError as error:
             raise InputError(f"judge {judge} at {client.base_url}", _first_line(error)) from None
         tick(1)

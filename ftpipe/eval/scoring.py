@@ -80,7 +80,7 @@ class Scorer:
 
     def _difference(self, metric: str, tuned: Sequence[str], base: Sequence[str]) -> Difference:
         n = len(self.references)
-        p_value = None
+        p_value, wins, losses = None, None, None
         if metric == "macro_f1":
             a, b = self._macro_f1(tuned), self._macro_f1(base)
             whole = np.arange(n)
@@ -91,6 +91,8 @@ class Scorer:
             interval = bootstrap(mean_of([i - j for i, j in zip(x, y, strict=True)]), n)
             tuned_value, base_value = sum(x) / n, sum(y) / n
             p_value = sign_test(x, y)
+            wins = sum(1 for i, j in zip(x, y, strict=True) if i > j)
+            losses = sum(1 for i, j in zip(x, y, strict=True) if i < j)
         return Difference(
             metric=metric,
             tuned=tuned_value,
@@ -99,6 +101,8 @@ class Scorer:
             low=interval.low,
             high=interval.high,
             p_value=p_value,
+            wins=wins,
+            losses=losses,
         )
 
 

@@ -54,6 +54,8 @@ def resolve_target(
         return _job_target(client, job_id, base=base, data=data, out_dir=out_dir,
                            dataset_id=record.dataset_id if record else None)  # fmt: skip
     _check_model(client, name)
+    if base is not None:
+        _check_model(client, base)
     if data is None:
         raise InputError(
             f"model {name}", "is not a job this registry knows; give the held-out data (--data)"
@@ -77,7 +79,12 @@ def _job_target(
     dataset_id: str | None,
 ) -> Target:
     job = _succeeded_job(client, job_id)
+    if base is not None:
+        _check_model(client, base)
     dataset = _dataset_folder(dataset_id)
+    own_data = data is None or (
+        data.name == VALIDATION_FILE and (data.parent / DATASET_MARKER).is_file()
+    )
     if data is None:
         data = _validation_data(client, job, dataset)
     return Target(
@@ -86,7 +93,8 @@ def _job_target(
         data=data,
         out_dir=out_dir or _out_dir_for(data, dataset, job_id),
         job_id=job_id,
-        endpoint_scores=final_validation_metrics(client, job_id),
+        # the checkpoint's figures were measured on the job's validation file, nothing else
+        endpoint_scores=final_validation_metrics(client, job_id) if own_data else {},
     )
 
 
