@@ -9,14 +9,10 @@ from __future__ import annotations
 
 import json
 import os
-from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
-from prefect.client.orchestration import get_client
-from prefect.client.schemas.filters import FlowRunFilter, FlowRunFilterId
 from prefect.exceptions import ParameterTypeError
-from prefect.testing.utilities import prefect_test_harness
 from typer.testing import CliRunner
 
 from ftpipe import catalog
@@ -348,41 +344,3 @@ def test_a_folder_of_broken_links_says_so(tmp_path: Path) -> None:
     assert one_line(stderr).endswith(
         f"skipped {inputs / 'faq.csv'}: a broken symbolic link to {tmp_path / 'elsewhere.csv'}"
     )
-
-
-# --- the flows: a bad parameter or path fails the run at once ----------------------------------
-
-
-@pytest.fixture(scope="module")
-def prefect_server() -> Iterator[None]:
-    with prefect_test_harness(server_startup_timeout=120):
-        yield
-
-
-@pytest.mark.usefixtures("prefect_server")
-def test_flow_runs_fail_at_once_in_one_line_before_any_task(tmp_path: Path) -> None:
-    out = tmp_path / "out"
-    bad = finetune(
-        paths=[MISSING],
-        options={"model": "gpt-4o-mnii"},
-        training={"n_epochs": 0},
-        out_dir=str(out),
-        return_state=True,
-    )
-    fifo = tmp_path / "feed.csv"
-    os.mkfifo(fifo)
-    piped = prepare_dataset(paths=[str(fifo)], out_dir=str(out), return_state=True)
-    for state, expected in (
-        (bad, "invalid parameters options.model: unknown model 'gpt-4o-mnii'"),
-        (piped, f"{fifo}: is a pipe (process substitution"),
-    ):
-        assert state.is_failed()
-        assert "\n" not in (state.message or "") and expected in (state.message or "")
-        run_id = state.state_details.flow_run_id
-        with get_client(sync_client=True) as client:
-            tasks = client.read_task_runs(
-                flow_run_filter=FlowRunFilter(id=FlowRunFilterId(any_=[run_id]))
-            )
-        assert tasks == []
-    assert isinstance(piped.result(raise_on_failure=False), InputError)
-    assert not out.exists()

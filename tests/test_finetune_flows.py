@@ -4,6 +4,7 @@ process (one per FTPIPE_HOME, so one per test), real files and the real registry
 from __future__ import annotations
 
 import json
+import os
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
@@ -28,6 +29,7 @@ from ftpipe.errors import InputError
 from ftpipe.finetune.launch import LaunchRefused
 from ftpipe.finetune.poll import WaitTimeout
 from ftpipe.flows.finetune import TrainingOptions, finetune, finetune_dialogues, poll_jobs
+from ftpipe.flows.prepare_dataset import prepare_dataset
 from ftpipe.prepare.options import PrepareOptions
 from ftpipe.registry import TERMINAL, default_registry
 from tests.conftest import SAMPLES
@@ -351,3 +353,32 @@ def test_the_evaluate_model_flow_publishes_and_its_gate_fails_the_run(tmp_path: 
 
     bad = evaluate_model(job_or_model="ftjob-nothing", return_state=True)
     assert bad.is_failed() and "no such fine-tuning job" in (bad.message or "")
+
+
+def test_flow_runs_fail_at_once_in_one_line_before_any_task(tmp_path: Path) -> None:
+    """A bad parameter or path fails the run at once, before any task (issue: bad input)."""
+    out = tmp_path / "out"
+    bad = finetune(
+        paths=[str(tmp_path / "no-such-input.csv")],
+        options={"model": "gpt-4o-mnii"},
+        training={"n_epochs": 0},
+        out_dir=str(out),
+        return_state=True,
+    )
+    fifo = tmp_path / "feed.csv"
+    os.mkfifo(fifo)
+    piped = prepare_dataset(paths=[str(fifo)], out_dir=str(out), return_state=True)
+    for state, expected in (
+        (bad, "invalid parameters options.model: unknown model 'gpt-4o-mnii'"),
+        (piped, f"{fifo}: is a pipe (process substitution"),
+    ):
+        assert state.is_failed()
+        assert "\n" not in (state.message or "") and expected in (state.message or "")
+        run_id = state.state_details.flow_run_id
+        with get_client(sync_client=True) as client:
+            tasks = client.read_task_runs(
+                flow_run_filter=FlowRunFilter(id=FlowRunFilterId(any_=[run_id]))
+            )
+        assert tasks == []
+    assert isinstance(piped.result(raise_on_failure=False), InputError)
+    assert not out.exists()
