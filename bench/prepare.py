@@ -810,6 +810,9 @@ def _child_result(run: ChildRun) -> dict[str, Any]:
 def _ftpipe_args(csv_path: Path, out_dir: Path) -> list[str]:
     """`ftpipe prepare` as the bench runs it: every reject allowed, so no run fails on them."""
     options = ["--model", MODEL, "--max-rejects", str(MAX_REJECTS)]
+    flag = workers_flag()
+    if flag:  # the one-process row stays one process (the default spreads big CSVs over cores)
+        options += [flag, "1"]
     return ["prepare", str(csv_path), "--out", str(out_dir), *options]
 
 

@@ -9,22 +9,29 @@ Tool definitions (`tools`, legacy `functions`) are counted with the estimate fro
 cookbook ("How to count tokens with tiktoken", `num_tokens_for_tools`): OpenAI does not publish
 how it renders function definitions into the prompt, so that count is an approximation, close
 for flat parameter schemas and low for nested ones (see `count_function_tokens`).
+
+Counting, the hot path of dataset preparation, goes through bpe-openai's Rust tokenizer, which
+counts without building a token list (about 2x tiktoken's `encode_ordinary`); its entry point
+lives in the private `_bindings` module, so `_rust_counter` is the one place that touches it,
+and every count falls back to tiktoken when the binding is gone or answers differently.
 """
 
 from __future__ import annotations
 
+import importlib
+import importlib.machinery
+import importlib.util
 import json
+import logging
+import sys
 import warnings
 from collections.abc import Callable, Iterator, Mapping
 from functools import cache
 from pathlib import Path
+from types import ModuleType
 from typing import Any
 
 import tiktoken
-
-with warnings.catch_warnings():  # bpe-openai loads tables on import via a deprecated resources API
-    warnings.simplefilter("ignore", DeprecationWarning)
-    from bpe_openai import registry
 
 from ftpipe.catalog import HF_ENCODING_PREFIX, all_models, base_model_of, encoding_name
 from ftpipe.training.templates import example_tools
@@ -43,10 +50,16 @@ TOKENS_PER_ENUM = -3
 TOKENS_PER_ENUM_VALUE = 3
 TOKENS_AFTER_FUNCTIONS = 12
 
-_CONSTRUCTORS: dict[str, Callable[[], dict[str, Any]]] = {
-    "o200k_base": registry.o200k_base,
-    "cl100k_base": registry.cl100k_base,
+OPENAI_ENCODINGS = ("o200k_base", "cl100k_base")  # the tables bpe-openai ships, offline
+BINDINGS = "bpe_openai._bindings"
+# Counts the Rust counter must give before it is trusted: ordinary text, and a special token's
+# text, which must count as ordinary text (several tokens), never as the one special token.
+COUNTER_PROBES = {
+    "o200k_base": {"hello world": 2, "<|endoftext|>": 7, "hello <|endoftext|> world": 9},
+    "cl100k_base": {"hello world": 2, "<|endoftext|>": 7, "hello <|endoftext|> world": 8},
 }
+TextCounter = Callable[[str], int]
+log = logging.getLogger("ftpipe")
 
 
 class LocalEncoding:
@@ -141,16 +154,21 @@ def _local_encoding(folder: Path) -> LocalEncoding:
     return LocalEncoding(folder)
 
 
+def _check_openai_name(name: str) -> None:
+    if name not in OPENAI_ENCODINGS:
+        known = ", ".join(sorted(OPENAI_ENCODINGS))
+        raise ValueError(f"unknown encoding {name!r}; offline encodings are: {known}")
+
+
 @cache
 def _openai_encoding(name: str) -> tiktoken.Encoding:
     """The named tokenizer built from locally shipped tables, so it never touches the network."""
-    constructor = _CONSTRUCTORS.get(name)
-    if constructor is None:
-        known = ", ".join(sorted(_CONSTRUCTORS))
-        raise ValueError(f"unknown encoding {name!r}; offline encodings are: {known}")
+    _check_openai_name(name)
     with warnings.catch_warnings():  # bpe-openai loads its tables with a deprecated resources API
         warnings.simplefilter("ignore", DeprecationWarning)
-        spec = constructor()
+        from bpe_openai import registry  # decodes every table it ships: only when tiktoken is used
+
+        spec = getattr(registry, name)()
     return tiktoken.Encoding(
         name=spec["name"],
         pat_str=spec["pat_str"],
@@ -176,7 +194,82 @@ def _catalogue_encoding(model: str) -> tiktoken.Encoding | None:
 
 def uses_openai_rule(model: str) -> bool:
     """Whether examples are counted by OpenAI's per-message rule (else by a chat template)."""
-    return not isinstance(encoding_for_model(model), LocalEncoding)
+    return not _encoding_name(model).startswith(HF_ENCODING_PREFIX)
+
+
+def _encoding_name(model: str) -> str:
+    """The name of a model's tokenizer, without building it."""
+    if base_model_of(model) in _catalogue_names():
+        return _catalogue_encoding_name(model)
+    return encoding_name(model)
+
+
+@cache
+def _catalogue_encoding_name(model: str) -> str:
+    return encoding_name(model)
+
+
+def _load_bindings() -> ModuleType:
+    """bpe-openai's compiled module, loaded from its file so that the package's __init__ does
+    not run: it decodes every table it ships (~0.5 s) for an API that counting does not use."""
+    if BINDINGS in sys.modules:
+        return sys.modules[BINDINGS]
+    package = importlib.util.find_spec("bpe_openai")
+    if package is None or not package.submodule_search_locations:
+        raise ImportError("bpe-openai is not installed")
+    folder = Path(next(iter(package.submodule_search_locations)))
+    suffixes = tuple(importlib.machinery.EXTENSION_SUFFIXES)
+    path = next((p for p in folder.glob("_bindings.*") if p.name.endswith(suffixes)), None)
+    if path is None:
+        return importlib.import_module(BINDINGS)  # laid out differently: the ordinary way
+    loader = importlib.machinery.ExtensionFileLoader(BINDINGS, str(path))
+    spec = importlib.util.spec_from_file_location(BINDINGS, path, loader=loader)
+    assert spec is not None
+    module = importlib.util.module_from_spec(spec)
+    sys.modules[BINDINGS] = module  # one load per process: a later `import bpe_openai` reuses it
+    try:
+        loader.exec_module(module)
+    except BaseException:
+        del sys.modules[BINDINGS]
+        raise
+    return module
+
+
+@cache
+def _rust_counter(name: str) -> TextCounter | None:
+    """bpe-openai's Rust `count` for an OpenAI encoding, or None (then tiktoken counts) when the
+    private binding is missing, has moved, or fails the probes. The only use of `_bindings`."""
+    try:
+        raw: TextCounter = _load_bindings().tokenizer_for_encoding(name).count
+        wrong = {text: n for text, n in COUNTER_PROBES[name].items() if raw(text) != n}
+    except Exception as error:  # an ImportError, AttributeError or the binding's own errors
+        log.debug("bpe-openai's Rust counter is unavailable (%s); counting with tiktoken", error)
+        return None
+    if wrong:
+        log.warning("bpe-openai's Rust counter disagrees on %s; counting with tiktoken", wrong)
+        return None
+
+    def count(text: str) -> int:
+        try:
+            return raw(text)
+        except UnicodeEncodeError:  # lone surrogates (from JSON "\ud800"): as tiktoken does
+            return raw(text.encode("utf-16", "surrogatepass").decode("utf-16", "replace"))
+
+    return count
+
+
+def _tiktoken_counter(name: str) -> TextCounter:
+    encode = get_encoding(name).encode_ordinary
+    return lambda text: len(encode(text))
+
+
+def counter_for_model(model: str) -> TextCounter:
+    """Exact token count of plain text (special-token strings as text) for a model's tokenizer:
+    the Rust counter for OpenAI's encodings, else tiktoken or the local model's tokenizer."""
+    name = _encoding_name(model)
+    if name in OPENAI_ENCODINGS:
+        return _rust_counter(name) or _tiktoken_counter(name)
+    return _tiktoken_counter(name)
 
 
 @cache
@@ -186,14 +279,13 @@ def _catalogue_names() -> frozenset[str]:
 
 def count_tokens(text: str, model: str = DEFAULT_MODEL) -> int:
     """Token count of plain text; special-token strings count as text instead of raising."""
-    return len(encoding_for_model(model).encode_ordinary(text))
+    return counter_for_model(model)(text)
 
 
 def count_batch(texts: list[str], model: str = DEFAULT_MODEL) -> list[int]:
-    """Token counts of many texts. A plain loop: tiktoken's `encode_ordinary_batch` makes a
-    future per text, which costs 3-4x the encoding itself on short cells (bench/prepare.py)."""
-    encode = encoding_for_model(model).encode_ordinary
-    return [len(encode(text)) for text in texts]
+    """Token counts of many texts. A plain loop: batch APIs make a future per text, which costs
+    more than the counting itself on short cells (bench/prepare.py)."""
+    return list(map(counter_for_model(model), texts))
 
 
 def _content_strings(content: object) -> Iterator[str]:
@@ -243,16 +335,22 @@ def count_message_tokens(messages: list[dict], model: str = DEFAULT_MODEL) -> in
     the end, and every string value (a call: its name and arguments only, an estimate); a local
     model's example is counted as its chat template renders it. Tool definitions are not
     included: `count_example_tokens` adds them."""
-    encoding = encoding_for_model(model)
-    if isinstance(encoding, LocalEncoding):
-        return encoding.count_messages(messages)
+    if not uses_openai_rule(model):
+        return _local(model).count_messages(messages)
+    count = counter_for_model(model)
     total = TOKENS_PER_REPLY
     for message in messages:
         total += TOKENS_PER_MESSAGE
         if "name" in message:
             total += TOKENS_PER_NAME
-        total += sum(len(encoding.encode_ordinary(text)) for text in _message_strings(message))
+        total += sum(map(count, _message_strings(message)))
     return total
+
+
+def _local(model: str) -> LocalEncoding:
+    encoding = encoding_for_model(model)
+    assert isinstance(encoding, LocalEncoding), encoding
+    return encoding
 
 
 def _text_of(value: object) -> str:
@@ -260,29 +358,29 @@ def _text_of(value: object) -> str:
     return value if isinstance(value, str) else json.dumps(value, ensure_ascii=False)
 
 
-def _property_tokens(name: str, schema: object, encode: Callable[[str], list[int]]) -> int:
+def _property_tokens(name: str, schema: object, count: TextCounter) -> int:
     """One parameter: `name:type:description` (a trailing period dropped) and its enum values."""
     schema = schema if isinstance(schema, Mapping) else {}
     total = TOKENS_PER_PROPERTY
     enum = schema.get("enum")
     if isinstance(enum, list):
         total += TOKENS_PER_ENUM
-        total += sum(TOKENS_PER_ENUM_VALUE + len(encode(_text_of(value))) for value in enum)
+        total += sum(TOKENS_PER_ENUM_VALUE + count(_text_of(value)) for value in enum)
     kind = _text_of(schema.get("type", ""))
     description = _text_of(schema.get("description", "")).removesuffix(".")
-    return total + len(encode(f"{name}:{kind}:{description}"))
+    return total + count(f"{name}:{kind}:{description}")
 
 
-def _function_tokens(function: Mapping[str, Any], per_function: int, encode: Callable) -> int:
+def _function_tokens(function: Mapping[str, Any], per_function: int, count: TextCounter) -> int:
     """One definition: `name:description` and its top-level properties (nested ones are not
     counted, as in the cookbook)."""
     description = _text_of(function.get("description", "")).removesuffix(".")
-    total = per_function + len(encode(f"{_text_of(function.get('name', ''))}:{description}"))
+    total = per_function + count(f"{_text_of(function.get('name', ''))}:{description}")
     parameters = function.get("parameters")
     properties = parameters.get("properties") if isinstance(parameters, Mapping) else None
     if isinstance(properties, Mapping) and properties:
         total += TOKENS_PER_PROPERTIES
-        total += sum(_property_tokens(k, v, encode) for k, v in properties.items())
+        total += sum(_property_tokens(k, v, count) for k, v in properties.items())
     return total
 
 
@@ -291,12 +389,10 @@ def count_function_tokens(functions: list[Mapping[str, Any]], model: str = DEFAU
     (`num_tokens_for_tools`); OpenAI's own rendering is not public, so this is approximate."""
     if not functions:
         return 0
-    encoding = encoding_for_model(model)
-    per_function = TOKENS_PER_FUNCTION.get(encoding.name, TOKENS_PER_FUNCTION["o200k_base"])
-    encode = encoding.encode_ordinary
-    return TOKENS_AFTER_FUNCTIONS + sum(
-        _function_tokens(f, per_function, encode) for f in functions
-    )
+    name = _encoding_name(model)
+    per_function = TOKENS_PER_FUNCTION.get(name, TOKENS_PER_FUNCTION["o200k_base"])
+    count = counter_for_model(model)
+    return TOKENS_AFTER_FUNCTIONS + sum(_function_tokens(f, per_function, count) for f in functions)
 
 
 def count_example_tokens(example: Mapping[str, Any], model: str = DEFAULT_MODEL) -> int:
@@ -304,9 +400,8 @@ def count_example_tokens(example: Mapping[str, Any], model: str = DEFAULT_MODEL)
     `functions` by the cookbook estimate; a local model's as its chat template renders it all."""
     messages = list(example.get("messages") or [])
     tools = example_tools(example)
-    encoding = encoding_for_model(model)
-    if isinstance(encoding, LocalEncoding):
-        return encoding.count_messages(messages, tools)
+    if not uses_openai_rule(model):
+        return _local(model).count_messages(messages, tools)
     functions = [t["function"] for t in tools if isinstance(t.get("function"), Mapping)]
     return count_message_tokens(messages, model) + count_function_tokens(functions, model)
 

@@ -11,6 +11,7 @@ from typing import Any, Literal
 
 from prefect import get_run_logger, task
 from prefect.artifacts import (
+    create_link_artifact,
     create_markdown_artifact,
     create_progress_artifact,
     create_table_artifact,
@@ -224,6 +225,7 @@ def publish_report(report: dict[str, Any]) -> None:
         key="dataset-rules",
         description="Data rules (Great Expectations suites and OpenAI chat-format rules)",
     )
+    _publish_data_docs(report)
     cost = report["cost"]
     create_table_artifact(
         [
@@ -236,3 +238,15 @@ def publish_report(report: dict[str, Any]) -> None:
         key="dataset-cost-estimate",
         description=f"Training cost estimate for {cost['model']}",
     )
+
+
+def _publish_data_docs(report: dict[str, Any]) -> None:
+    """A link to the run's Great Expectations Data Docs (HTML beside the outputs), if made."""
+    docs = report["outputs"].get("data_docs")
+    if docs:
+        create_link_artifact(
+            Path(docs).absolute().as_uri(),
+            link_text="Great Expectations Data Docs",
+            key="dataset-data-docs",
+            description=f"GX's validation of dataset {report['dataset_id']} (a sample of its rows)",
+        )

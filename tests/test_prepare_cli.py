@@ -115,6 +115,7 @@ def test_prepare_sample_folder(runs: dict[str, Ran]) -> None:
     assert f"outputs in {folder}" in run.stdout
     assert run.stderr.strip() == ""
     assert sorted(p.name for p in folder.iterdir()) == [
+        "data_docs",  # GX Data Docs of the run's validation
         "rejects.csv",
         "report.json",
         "report.md",

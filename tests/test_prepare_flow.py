@@ -26,7 +26,13 @@ from ftpipe.prepare.options import PrepareOptions
 from ftpipe.prepare.pipeline import PrepareFailed
 from tests.conftest import SAMPLES
 
-KEYS = ("dataset-report", "dataset-rules", "dataset-cost-estimate", "dataset-preparation")
+KEYS = (
+    "dataset-report",
+    "dataset-rules",
+    "dataset-cost-estimate",
+    "dataset-preparation",
+    "dataset-data-docs",
+)
 
 
 @pytest.fixture(scope="module", autouse=True)
@@ -120,6 +126,11 @@ def test_flow_prepares_the_sample_and_publishes_artifacts(tmp_path: Path) -> Non
     progress = artifacts["dataset-preparation"]
     assert progress.type == "progress"
     assert float(progress.data) == 100.0
+
+    docs = artifacts["dataset-data-docs"]
+    assert docs.type == "markdown"  # a link artifact is stored as a markdown link
+    assert (out_dir / "data_docs" / "index.html").as_uri() in str(docs.data)
+    assert (out_dir / "data_docs" / "index.html").is_file()
 
 
 def test_flow_passes_its_options_through(tmp_path: Path) -> None:

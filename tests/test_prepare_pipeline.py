@@ -148,12 +148,14 @@ def test_sample_csv_outputs_and_report_files(sample_csv: PrepareResult) -> None:
     folder = sample_csv.out_dir
     assert folder.name == sample_csv.dataset_id
     assert sorted(p.name for p in folder.iterdir()) == [
+        "data_docs",  # GX Data Docs of the run's validation
         "rejects.csv",
         "report.json",
         "report.md",
         "train.jsonl",
         "validation.jsonl",
     ]
+    assert (folder / "data_docs" / "index.html").is_file()
     assert not list(folder.parent.glob(".*partial"))
     assert read_report(folder) == sample_csv.report
     outputs = sample_csv.report["outputs"]
@@ -560,7 +562,12 @@ def test_too_many_rejects_fails_with_report_and_rejects_but_no_jsonl(tmp_path: P
     assert isinstance(caught.value, InputError)
     [folder] = list(out.iterdir())
     assert str(folder / "rejects.csv") in message
-    assert sorted(p.name for p in folder.iterdir()) == ["rejects.csv", "report.json", "report.md"]
+    assert sorted(p.name for p in folder.iterdir()) == [
+        "data_docs",  # what GX made of the rules that failed
+        "rejects.csv",
+        "report.json",
+        "report.md",
+    ]
     report = read_report(folder)
     assert report["status"] == "failed"
     assert report["error"] in message

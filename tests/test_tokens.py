@@ -125,3 +125,90 @@ def test_truncate_to_tokens() -> None:
     assert SAMPLE.startswith(cut.rstrip("\ufffd"))
     with pytest.raises(ValueError):
         tokens.truncate_to_tokens(text, -1, "gpt-4o-mini")
+
+
+# --- the Rust counter: exact, or not used ---------------------------------------------------
+
+TRICKY = [
+    "",
+    " ",
+    "hello world",
+    "🙂👍🏽👨‍👩‍👧‍👦🇳🇴 emoji, skin tones, ZWJ families and flags 🏳️‍🌈",
+    "東京へ行きます。中文文本\uff0c没有空格。한국어 텍스트",
+    "Съешь же ещё этих мягких французских булок, да выпей чаю.",
+    "مرحبا بالعالم — नमस्ते दुनिया",
+    " " * 1000,
+    "\n" * 500 + "x",
+    "word" + " \t" * 300 + "\r\n" * 40 + "end   ",
+    "trailing spaces   ",
+    "<|endoftext|>",
+    "<|endofprompt|> <|fim_prefix|>x<|fim_middle|>y<|fim_suffix|> <|im_start|>user",
+    "before<|endoftext|>after",
+    "a" * 20_000,
+    "1234567890" * 50,
+    "def f(x):\n    return x ** 2\n\n\n\tif x:  pass",
+    "naïve café — «quotes» “curly” \u2018single\u2019 don't I'LL we've",
+    "\x00\x01\x1f control \u2028 \u2029 \ufeff bom",
+    "lone \ud800 surrogate",
+    SAMPLE,
+]
+
+
+@pytest.mark.parametrize("name", ["o200k_base", "cl100k_base"])
+def test_the_rust_counter_agrees_with_tiktoken_on_tricky_text(name: str) -> None:
+    count = tokens._rust_counter(name)
+    assert count is not None, "bpe-openai's Rust counter is not available"
+    encode = tokens.get_encoding(name).encode_ordinary
+    assert [count(text) for text in TRICKY] == [len(encode(text)) for text in TRICKY]
+
+
+def test_special_token_text_counts_as_several_ordinary_tokens() -> None:
+    for model in ("gpt-4o-mini", "gpt-3.5-turbo"):
+        assert tokens.count_tokens("<|endoftext|>", model) == 7
+
+
+def test_counting_falls_back_to_tiktoken_when_the_binding_moves(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    def moved() -> None:
+        raise ImportError("no module named bpe_openai._bindings")
+
+    monkeypatch.setattr(tokens, "_load_bindings", moved)
+    tokens._rust_counter.cache_clear()
+    try:
+        assert tokens._rust_counter("o200k_base") is None
+        assert tokens.count_batch(TRICKY) == [
+            len(tokens.get_encoding("o200k_base").encode_ordinary(text)) for text in TRICKY
+        ]
+    finally:
+        tokens._rust_counter.cache_clear()
+
+
+def test_a_counter_that_disagrees_is_not_used(monkeypatch: pytest.MonkeyPatch) -> None:
+    class Wrong:
+        def count(self, text: str) -> int:
+            return 1  # e.g. "<|endoftext|>" taken as the one special token
+
+    class Bindings:
+        def tokenizer_for_encoding(self, name: str) -> Wrong:
+            return Wrong()
+
+    monkeypatch.setattr(tokens, "_load_bindings", Bindings)
+    tokens._rust_counter.cache_clear()
+    try:
+        assert tokens._rust_counter("o200k_base") is None
+        assert tokens.count_tokens("<|endoftext|>") == 7
+    finally:
+        tokens._rust_counter.cache_clear()
+
+
+def test_importing_tokens_leaves_bpe_openai_tables_unread() -> None:
+    import subprocess
+    import sys
+
+    code = (
+        "import sys; from ftpipe import tokens; tokens.count_tokens('hi'); "
+        "assert 'bpe_openai.compat' not in sys.modules, 'tables decoded'"
+    )
+    ran = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=60)
+    assert ran.returncode == 0, ran.stderr

@@ -1,7 +1,11 @@
-"""Data rules as Great Expectations suites (expectations/*.json), run by GX itself on each batch.
+"""Data rules as Great Expectations suites (expectations/*.json): the one place each is declared.
 
-One SuiteRunner per input kind holds one ephemeral GX context for the life of a preparation run,
-and turns GX's unexpected_index_list into per-row failures that the rejects file can name.
+The suite files are read here (`read_suite`, plain JSON, no GX) for the column-wise checks that
+run on every row (columnar.py), and built into GX suites (`load_suite`) for GX itself. A
+SuiteRunner validates batches with GX (one ephemeral context for the life of a preparation run)
+and turns GX's unexpected_index_list into per-row failures that the rejects file can name; it
+runs every batch only for a suite the column-wise checks cannot take. `validate_samples` is the
+run's one GX validation per suite, written as GX Data Docs (validation.py says on what rows).
 """
 
 from __future__ import annotations
@@ -42,6 +46,17 @@ RESULT_FORMAT: dict[str, Any] = {
     "partial_unexpected_count": 0,  # the partial lists and value counts are never read
     "return_unexpected_index_query": False,  # a pandas filter string naming every failing row
 }
+DOCS_RESULT_FORMAT: dict[str, Any] = {  # the run's sample: row lists for the agreement check
+    "result_format": "COMPLETE",
+    "partial_unexpected_count": 5,  # what Data Docs shows of each rule's failing values
+    "return_unexpected_index_query": False,
+}
+DOCS_SITE = "ftpipe"
+UNUSED_DOCS_ASSETS = (  # 3.3 of the site's 4 MB, shown only by the how-to buttons, which are off
+    "static/images/glossary_scroller.gif",
+    "static/images/validation_failed_unexpected_values.gif",
+    "static/images/iterative-dev-loop.png",
+)
 _RULE = re.compile(r"^[a-z][a-z0-9_]*$")
 
 
@@ -54,6 +69,12 @@ def _quiet_gx() -> None:
     if logger.level == logging.NOTSET:
         logger.setLevel(logging.WARNING)
     import great_expectations  # noqa: F401  (imported here, after the settings above)
+
+
+def warm_up() -> None:
+    """Import GX, configured as _quiet_gx does, ahead of a validation (the GX process does it
+    while the run reads its input, gx_process.py)."""
+    _quiet_gx()
 
 
 def expectations_dir() -> Path:
@@ -108,6 +129,8 @@ def _build_expectation(path: Path, position: int, item: dict[str, Any]) -> Expec
         ExpectationConfiguration,
     )
 
+    meta = item["meta"]
+    item = {"notes": f"{meta['rule']}: {meta['description']}", **item}  # Data Docs show notes
     try:
         return ExpectationConfiguration(**item).to_domain_obj()
     except (gx_exceptions.GreatExpectationsError, ValueError, TypeError) as error:
@@ -115,18 +138,27 @@ def _build_expectation(path: Path, position: int, item: dict[str, Any]) -> Expec
         raise ValueError(f"{path}: expectation {position} ({rule}) is invalid: {error}") from None
 
 
+def read_suite(kind: str) -> tuple[Path, dict[str, Any]]:
+    """The suite file of one input kind as JSON, each expectation with a unique snake_case rule
+    and a description; GX is not imported (its own checks of the arguments are load_suite's)."""
+    path = _suite_path(kind)
+    data = _read_json(path)
+    seen: set[str] = set()
+    for position, item in enumerate(data["expectations"], start=1):
+        _check_meta(path, position, item, seen)
+    return path, data
+
+
 def load_suite(kind: str) -> ExpectationSuite:
     """The suite of one input kind, checked so that a broken file fails loudly, naming itself."""
     _quiet_gx()
     from great_expectations.core import ExpectationSuite
 
-    path = _suite_path(kind)
-    data = _read_json(path)
-    seen: set[str] = set()
-    expectations = []
-    for position, item in enumerate(data["expectations"], start=1):
-        _check_meta(path, position, item, seen)
-        expectations.append(_build_expectation(path, position, item))
+    path, data = read_suite(kind)
+    expectations = [
+        _build_expectation(path, position, item)
+        for position, item in enumerate(data["expectations"], start=1)
+    ]
     meta = data.get("meta") if isinstance(data.get("meta"), dict) else None
     return ExpectationSuite(name=data["name"], expectations=expectations, meta=meta)
 
@@ -226,12 +258,14 @@ def _as_text(value: object) -> str:
 class SuiteRunner:
     """Validates batches of one input kind with GX, reusing one context and the loaded suite."""
 
-    def __init__(self, kind: str) -> None:
+    def __init__(
+        self, kind: str, context: EphemeralDataContext | None = None, asset_name: str = "batch"
+    ) -> None:
         self.kind = kind
         self.suite = load_suite(kind)
-        self._context = _new_context()
+        self._context = context or _new_context()
         source = self._context.data_sources.add_pandas(name=f"ftpipe_{kind}")
-        asset = source.add_dataframe_asset(name="batch")
+        asset = source.add_dataframe_asset(name=asset_name)
         self._batch_definition: BatchDefinition = asset.add_batch_definition_whole_dataframe(
             "whole_batch"
         )
@@ -248,6 +282,33 @@ class SuiteRunner:
         suite = self._suite_for(frozenset(map(str, frame.columns)))
         batch = self._batch_definition.get_batch(batch_parameters={"dataframe": frame})
         result = batch.validate(suite, result_format=RESULT_FORMAT)
+        return self._batch_outcome(result, frame)
+
+    def validate_into_docs(self, frame: pd.DataFrame, site: str) -> BatchOutcome:
+        """Validate as `validate` does, through a GX checkpoint that stores the result and
+        updates the Data Docs site `site` of this runner's context."""
+        import great_expectations as gx
+
+        frame = _positional(frame)
+        suite = self._context.suites.add(self._suite_for(frozenset(map(str, frame.columns))))
+        definition = self._context.validation_definitions.add(
+            gx.ValidationDefinition(name=self.kind, data=self._batch_definition, suite=suite)
+        )
+        checkpoint = self._context.checkpoints.add(
+            gx.Checkpoint(
+                name=f"ftpipe_{self.kind}",
+                validation_definitions=[definition],
+                actions=[gx.checkpoint.UpdateDataDocsAction(name="docs", site_names=[site])],
+                result_format=DOCS_RESULT_FORMAT,
+            )
+        )
+        run = checkpoint.run(batch_parameters={"dataframe": frame})
+        [result] = run.run_results.values()
+        return self._batch_outcome(result, frame)
+
+    def _batch_outcome(
+        self, result: ExpectationSuiteValidationResult, frame: pd.DataFrame
+    ) -> BatchOutcome:
         self._refuse_broken(result)
         outcomes = [self._outcome(item) for item in result.results]
         failures = [failure for item in result.results for failure in self._failures(item, frame)]
@@ -313,3 +374,31 @@ class SuiteRunner:
             RowFailure(row=int(row), column=column, rule=rule, value=_as_text(value))
             for row, value in zip(indices, values, strict=True)
         ]
+
+
+def validate_samples(frames: Mapping[str, pd.DataFrame], folder: Path) -> dict[str, BatchOutcome]:
+    """The run's one GX validation per suite (of the frame given for it), each stored in one
+    ephemeral context whose Data Docs site (HTML) is written to `folder`."""
+    context = _new_context()
+    context.add_data_docs_site(
+        DOCS_SITE,
+        {
+            "class_name": "SiteBuilder",
+            "store_backend": {
+                "class_name": "TupleFilesystemStoreBackend",
+                "base_directory": str(folder),
+            },
+            "site_index_builder": {"class_name": "DefaultSiteIndexBuilder"},
+            # a page per suite (each rule with its notes: rule name and description) and per
+            # validation; no profiling pages, no how-to buttons
+            "site_section_builders": {"profiling": "0"},
+            "show_how_to_buttons": False,
+        },
+    )
+    results = {
+        kind: SuiteRunner(kind, context, "run_sample").validate_into_docs(frame, DOCS_SITE)
+        for kind, frame in frames.items()
+    }
+    for name in UNUSED_DOCS_ASSETS:
+        (folder / name).unlink(missing_ok=True)
+    return results

@@ -12,20 +12,32 @@ import shutil
 import time
 from dataclasses import asdict, replace
 from pathlib import Path
-from typing import Any
+from typing import Any, BinaryIO
 
 import numpy as np
+import pyarrow as pa
+import pyarrow.compute as pc
 
-from ftpipe import catalog, tokens
+from ftpipe import catalog
 from ftpipe.chat_format import RULES as FORMAT_RULES
-from ftpipe.estimate import CostEstimate, billed_tokens_per_epoch, cost_for
+from ftpipe.estimate import CostEstimate, cost_for
 from ftpipe.prepare import report as reporting
 from ftpipe.prepare.dedupe import SeenHashes
+from ftpipe.prepare.gx_process import GxProcess
 from ftpipe.prepare.options import PrepareOptions
-from ftpipe.prepare.parts import Counters, KeepBatch, SourcePart, parts_dir, read_part
+from ftpipe.prepare.parts import (
+    Counters,
+    KeepBatch,
+    SourcePart,
+    parts_dir,
+    read_part,
+    remove_part,
+)
 from ftpipe.prepare.rejects import Reject, RejectsWriter
 from ftpipe.prepare.split import ValidationPicker
+from ftpipe.prepare.validation import DATA_DOCS, SAMPLE_NOTE, RunSamples, validate_run
 
+GX_PROCESS_MIN_BYTES = 16 * 1024 * 1024  # smaller runs validate in this process
 RULE_DESCRIPTIONS = {
     "duplicate": "exact duplicate of an earlier example",
     "too_many_tokens": "example over the model's per-example token limit",
@@ -44,20 +56,60 @@ def _first_user(line: str) -> str:
     return str(next((m.get("content") for m in messages if m.get("role") == "user"), ""))
 
 
+def write_lines(handle: BinaryIO, lines: pa.Array) -> None:
+    """Each line and a newline, written from one Arrow buffer (no Python string per line)."""
+    if len(lines):
+        joined = pc.binary_join_element_wise(lines, "\n", "")
+        width = np.int64 if pa.types.is_large_string(joined.type) else np.int32
+        size = np.dtype(width).itemsize
+        offsets = np.frombuffer(joined.buffers()[1], width, len(joined) + 1, joined.offset * size)
+        handle.write(memoryview(joined.buffers()[2])[offsets[0] : offsets[-1]])
+
+
+def billed_tokens(counts: np.ndarray, limit: int | None) -> int:
+    """Billed tokens of one epoch: each example up to the model's per-example limit."""
+    return int((np.minimum(counts, limit) if limit else counts).sum())
+
+
+class TokenCounts:
+    """Token counts of the kept examples, in one growing int64 buffer (8 bytes an example;
+    no list of batches to concatenate at the end, no Python int per example)."""
+
+    def __init__(self) -> None:
+        self._buffer = np.empty(1024, np.int64)
+        self.size = 0
+
+    def extend(self, counts: np.ndarray) -> None:
+        needed = self.size + len(counts)
+        if needed > len(self._buffer):
+            grown = np.empty(max(needed, 2 * len(self._buffer)), np.int64)
+            grown[: self.size] = self._buffer[: self.size]
+            self._buffer = grown
+        self._buffer[self.size : needed] = counts
+        self.size = needed
+
+    @property
+    def values(self) -> np.ndarray:
+        return self._buffer[: self.size]
+
+
 class Merger:
     """Takes the parts in input order, writing train.jsonl and rejects.csv as it goes."""
 
-    def __init__(self, options: PrepareOptions, work: Path) -> None:
+    def __init__(self, options: PrepareOptions, work: Path, input_bytes: int = 0) -> None:
+        """`input_bytes`: the run's size, which decides where GX validates (gx_process.py)."""
         self.options = options
         self.work = work
+        self.gx = GxProcess.start() if input_bytes >= GX_PROCESS_MIN_BYTES else None
         self.limit = token_limit(options.model)
         self.rejects = RejectsWriter(work / "rejects.csv")
-        self._train = (work / "train.jsonl").open("w", encoding="utf-8")
+        self._train = (work / "train.jsonl").open("wb")
         self.picker = ValidationPicker(options.seed, self._write_train)
         self.seen = SeenHashes()
         self.counters = Counters()
         self.duplicates = 0
-        self.token_counts: list[np.ndarray] = []
+        self.token_counts = TokenCounts()
+        self.samples = RunSamples()
         self.summaries: list[reporting.SourceSummary] = []
         self.rules: dict[tuple[str, str, str | None], reporting.RuleOutcome] = {}
         for code, description in FORMAT_RULES.items():
@@ -66,8 +118,8 @@ class Merger:
             reporting.RuleOutcome("limits", "too_many_tokens", RULE_DESCRIPTIONS["too_many_tokens"])
         )
 
-    def _write_train(self, lines: list[str]) -> None:
-        self._train.writelines(line + "\n" for line in lines)  # no batch-sized joined copy
+    def _write_train(self, lines: pa.Array) -> None:
+        write_lines(self._train, lines)
 
     def _rule(self, outcome: reporting.RuleOutcome) -> None:
         """Sum a rule's failures; the table keeps the order rules were first met in."""
@@ -84,13 +136,16 @@ class Merger:
         self.counters.add(part.counters)
         for outcome in part.rules.values():
             self._rule(outcome)
-        path = Path(part.path)
-        for record in read_part(path):
-            if isinstance(record, KeepBatch):
-                self._keep(summary, record)
-            else:
-                self.rejects.add_all(record)
-        path.unlink()
+        for kind, sample in part.samples.items():
+            self.samples.add(kind, sample)
+        for name in part.paths:
+            path = Path(name)
+            for record in read_part(path):
+                if isinstance(record, KeepBatch):
+                    self._keep(summary, record)
+                else:
+                    self.rejects.add_all(record)
+            remove_part(path)
 
     def _keep(self, summary: reporting.SourceSummary, batch: KeepBatch) -> None:
         """Drop duplicates of earlier examples, then hand the rest to the split."""
@@ -104,38 +159,57 @@ class Merger:
                     int(batch.line_numbers[i]),
                     "*",
                     "duplicate",
-                    _first_user(batch.lines[i]),
+                    _first_user(batch.lines[int(i)].as_py()),
                 )
                 for i in duplicates
             ]
         )
-        kept = np.flatnonzero(first)
-        self.picker.add([batch.lines[i] for i in kept], batch.hashes[kept])
-        self.token_counts.append(batch.counts[kept])
-        summary.examples += len(kept)
+        if len(duplicates):
+            lines, counts = batch.lines.filter(pa.array(first)), batch.counts[first]
+            hashes = batch.hashes[first]
+        else:
+            lines, counts, hashes = batch.lines, batch.counts, batch.hashes
+        self.picker.add(lines, hashes, counts)
+        self.token_counts.extend(counts)
+        summary.examples += len(counts)
 
     def close(self) -> None:
+        self._close_files()
+        if self.gx is not None:
+            self.gx.close()
+
+    def _close_files(self) -> None:
         self._train.close()
         self.rejects.close()
 
     def finish(self, dataset_id: str, out_dir: Path, ignored: list[str]) -> dict[str, Any]:
-        """Write validation.jsonl, drop the parts folder and return the report."""
-        validation = self.picker.finish(self.options.validation_share)
-        self.close()
+        """Write validation.jsonl, drop the parts folder, have GX validate the run's sample
+        and return the report."""
+        validation, held_out = self.picker.finish(self.options.validation_share)
+        self._close_files()
         shutil.rmtree(parts_dir(self.work), ignore_errors=True)
-        if validation:
-            (self.work / "validation.jsonl").write_text(
-                "\n".join(validation) + "\n", encoding="utf-8"
-            )
-        counts = np.concatenate(self.token_counts) if self.token_counts else np.empty(0, np.int64)
-        held_out = [
-            tokens.count_example_tokens(json.loads(line), self.options.model) for line in validation
-        ]
-        train_tokens = billed_tokens_per_epoch(
-            counts.tolist(), self.limit
-        ) - billed_tokens_per_epoch(held_out, self.limit)
+        if len(validation):
+            with (self.work / "validation.jsonl").open("wb") as handle:
+                write_lines(handle, validation)
+        counts = self.token_counts.values
+        train_tokens = billed_tokens(counts, self.limit) - billed_tokens(held_out, self.limit)
         cost = cost_for(int(counts.size) - len(validation), train_tokens, self.options.model)
-        return self._report(dataset_id, out_dir, ignored, counts, cost, len(validation))
+        report = self._report(dataset_id, out_dir, ignored, counts, cost, len(validation))
+        self._validate_with_gx(report, out_dir)
+        return report
+
+    def _validate_with_gx(self, report: dict[str, Any], out_dir: Path) -> None:
+        """GX's validation of the run's sample, per suite, with Data Docs beside the outputs."""
+        pa.default_memory_pool().release_unused()  # the batches are gone; GX's import is not
+        gx, self.gx = self.gx, None
+        validations = validate_run(self.samples, self.work / DATA_DOCS, gx)
+        docs = f"{DATA_DOCS}/index.html" if validations else None  # in the dataset's folder
+        report["great_expectations"] = {
+            "data_docs": docs,
+            "validations": validations,
+            "note": SAMPLE_NOTE,
+        }
+        report["outputs"]["data_docs"] = str(out_dir / docs) if docs else None
 
     def _report(
         self,

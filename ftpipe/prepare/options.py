@@ -16,6 +16,8 @@ Sentiment = Literal["positive", "negative", "neutral"]
 # Options added after dataset ids were first handed out: left out of the fingerprint while
 # unset, so a dataset prepared before them keeps its id.
 LATER_OPTIONS = ("encoding",)
+# How a run is carried out, never what it makes: always left out of the fingerprint.
+EXECUTION_OPTIONS = ("workers",)
 DEFAULT_LABEL_INSTRUCTION = (
     "Classify the sentiment of the user's text. Answer with one word: positive or negative."
 )
@@ -81,6 +83,13 @@ class PrepareOptions(BaseModel):
         "(UTF-8, or cp1251 for Cyrillic text); an unknown name is refused",
     )
 
+    workers: int | None = Field(
+        None,
+        ge=1,
+        description="Processes that prepare one large CSV together (the outputs are the same "
+        "bytes whatever the number); default: one per free core for a file of 32 MB or more.",
+    )
+
     @field_validator("encoding")
     @classmethod
     def _text_encoding(cls, value: str | None) -> str | None:
@@ -127,7 +136,7 @@ class PrepareOptions(BaseModel):
     def fingerprint(self) -> str:
         """A stable digest of every option, for the dataset id; options added later count only
         once set, so the ids of datasets prepared before them stay the same."""
-        values = self.model_dump(mode="json")
+        values = self.model_dump(mode="json", exclude=set(EXECUTION_OPTIONS))
         for name in LATER_OPTIONS:
             if values.get(name) is None:
                 del values[name]

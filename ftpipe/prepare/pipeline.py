@@ -15,6 +15,7 @@ rejects.csv there but no JSONL.
 from __future__ import annotations
 
 import json
+import os
 import shutil
 import uuid
 from collections import Counter
@@ -29,10 +30,12 @@ import pyarrow as pa
 import pyarrow.compute as pc
 
 from ftpipe import tokens
-from ftpipe.chat_format import MIN_EXAMPLES, check_example
+from ftpipe.chat_format import EXAMPLE_KEYS, MIN_EXAMPLES, check_example, is_function_calling
 from ftpipe.chat_format import RULES as FORMAT_RULES
 from ftpipe.errors import InputError
+from ftpipe.prepare import parallel
 from ftpipe.prepare import report as reporting
+from ftpipe.prepare.columnar import Check
 from ftpipe.prepare.csv_reader import (
     CsvBatch,
     csv_text_header,
@@ -49,7 +52,7 @@ from ftpipe.prepare.dialogues import (
     read_dialogue_log,
     split_conversations,
 )
-from ftpipe.prepare.expectations import BatchOutcome, SuiteRunner
+from ftpipe.prepare.expectations import BatchOutcome
 from ftpipe.prepare.mapping import (
     ColumnPlan,
     apply_plan,
@@ -70,10 +73,17 @@ from ftpipe.prepare.parts import (
     parts_dir,
 )
 from ftpipe.prepare.redaction import KINDS as REDACTION_KINDS
-from ftpipe.prepare.rejects import CLEANUP_RULES, Reject
+from ftpipe.prepare.rejects import CLEANUP_RULES, READ_RULES, Reject
 from ftpipe.prepare.render import render_columns, render_example
 from ftpipe.prepare.report import REDACTION_NAMES
-from ftpipe.prepare.sources import Source, content_digest, resolve_sources
+from ftpipe.prepare.sources import (
+    Resolved,
+    Source,
+    content_digest,
+    resolve_sources,
+)
+from ftpipe.prepare.validation import SourceSample, SourceValidator
+from ftpipe.settings import path_kind, unusable_folder
 
 Progress = Callable[[str, int, int], None]  # (what, done bytes, total bytes)
 SourceProgress = Callable[[int], None]  # bytes of one source read so far
@@ -86,8 +96,10 @@ __all__ = [
     "Progress",
     "RunPlan",
     "SourcePart",
+    "check_paths",
     "discard_run",
     "finish_run",
+    "input_problem",
     "plan_run",
     "prepare",
     "prepare_source",
@@ -112,6 +124,7 @@ class Example:
     source: str
     line: int
     messages: list[dict[str, Any]]
+    extras: dict[str, Any] = field(default_factory=dict)  # tools, functions, parallel_tool_calls
 
 
 @dataclass
@@ -142,6 +155,7 @@ class RunPlan:
     out_root: Path
     created_root: bool
     run_id: str = field(default_factory=lambda: uuid.uuid4().hex[:12])
+    skipped: list[dict[str, str]] = field(default_factory=list)  # {path, reason}, for people
 
     @property
     def out_dir(self) -> Path:
@@ -168,7 +182,7 @@ class _SourceRun:
     progress: SourceProgress | None
     counters: Counters = field(default_factory=Counters)
     rules: dict[RuleKey, reporting.RuleOutcome] = field(default_factory=dict)
-    runners: dict[str, SuiteRunner] = field(default_factory=dict)
+    runners: dict[str, SourceValidator] = field(default_factory=dict)
 
     def __post_init__(self) -> None:
         self.summary = reporting.SourceSummary(self.source.name, self.source.kind)
@@ -185,9 +199,9 @@ class _SourceRun:
         if self.progress:
             self.progress(min(done, self.size))
 
-    def runner(self, kind: str) -> SuiteRunner:
+    def runner(self, kind: str) -> SourceValidator:
         if kind not in self.runners:
-            self.runners[kind] = SuiteRunner(kind)
+            self.runners[kind] = SourceValidator(kind)
         return self.runners[kind]
 
     def rule(
@@ -240,9 +254,9 @@ class _SourceRun:
         self.writer.rejects(rejects)
         self.summary.rejected += len({r.line for r in rejects if r.rule not in CLEANUP_RULES})
 
-    def keep(self, lines: list[str], counts: np.ndarray, line_numbers: np.ndarray) -> None:
+    def keep(self, lines: pa.Array, counts: np.ndarray, line_numbers: np.ndarray) -> None:
         """Hand examples that passed this source's rules to the merge (dedupe, split)."""
-        if lines:
+        if len(lines):
             self.writer.keep(KeepBatch(lines, counts, line_numbers, example_hashes(lines)))
 
 
@@ -291,10 +305,10 @@ def _example_tokens(run: _SourceRun, columns: dict[str, pa.Array]) -> np.ndarray
     return total
 
 
-def _spot_check(run: _SourceRun, lines: list[str]) -> None:
+def _spot_check(run: _SourceRun, lines: pa.Array) -> None:
     """CSV examples are well-formed by construction; a sample per batch proves it stays so, and
     the report says exactly that rather than claiming every row was checked."""
-    sample = lines[:FORMAT_SPOT_CHECK]
+    sample = lines.slice(0, FORMAT_SPOT_CHECK).to_pylist()
     for line in sample:
         issues = check_example(json.loads(line))
         if issues:
@@ -310,7 +324,7 @@ def _csv_rows(run: _SourceRun) -> Iterator[CsvBatch]:
             return read_text_lines(source.text, name=source.name)
         return read_csv_text(source.text, name=source.name)
     assert source.path is not None
-    return read_csv_batches(source.path)
+    return read_csv_batches(source.path, encoding=run.options.encoding)
 
 
 def _headerless(text: str, options: PrepareOptions) -> bool:
@@ -338,11 +352,12 @@ def _gx_rejects(plan: ColumnPlan, batch: CsvBatch, outcome: BatchOutcome) -> lis
 
 
 def _over_limit(
-    run: _SourceRun, columns: dict[str, pa.Array], counts: np.ndarray, lines: list[str]
-) -> tuple[np.ndarray, list[str], np.ndarray]:
+    run: _SourceRun, columns: dict[str, pa.Array], counts: np.ndarray, lines: pa.Array
+) -> tuple[np.ndarray, pa.Array, np.ndarray]:
     """Truncate (when asked) or mark for rejection the examples over the token limit."""
     over = np.flatnonzero(counts > run.limit) if run.limit else np.empty(0, np.int64)
     dropped = np.zeros(len(lines), dtype=bool)
+    fitted_lines: dict[int, str] = {}
     for i in over:
         messages = [
             {"role": role, "content": columns[role][i].as_py()}
@@ -355,19 +370,29 @@ def _over_limit(
             run.counters.over_limit += 1
             continue
         run.counters.truncated += 1
-        lines[i] = render_example(fitted)
+        fitted_lines[int(i)] = render_example(fitted)
         counts[i] = tokens.count_message_tokens(fitted, run.options.model)
+    if fitted_lines:
+        mask = np.zeros(len(lines), dtype=bool)
+        mask[list(fitted_lines)] = True
+        lines = pc.replace_with_mask(lines, mask, pa.array(list(fitted_lines.values())))
     return counts, lines, dropped
 
 
-def _truncate(run: _SourceRun, messages: list[dict[str, Any]]) -> list[dict[str, Any]] | None:
-    """Cut the last message so the example fits the limit; None when nothing is left of it."""
+def _truncate(
+    run: _SourceRun, messages: list[dict[str, Any]], extras: dict[str, Any] | None = None
+) -> list[dict[str, Any]] | None:
+    """Cut the last message so the example fits the limit; None when nothing is left of it or
+    it has no text to cut (an assistant turn that only calls tools)."""
     assert run.limit is not None
     model = run.options.model
     last = messages[-1]
+    if not isinstance(last.get("content"), str):
+        return None
     budget = tokens.count_tokens(last["content"], model)
     while budget > 0:
-        excess = tokens.count_message_tokens(messages, model) - run.limit
+        excess = tokens.count_example_tokens({"messages": messages, **(extras or {})}, model)
+        excess -= run.limit
         if excess <= 0:
             return messages
         budget -= excess
@@ -382,20 +407,45 @@ def _truncate(run: _SourceRun, messages: list[dict[str, Any]]) -> list[dict[str,
 
 
 def _prepare_csv(run: _SourceRun) -> None:
-    summary, source = run.summary, run.source
     plan: ColumnPlan | None = None
     read = 0
     for batch in _csv_rows(run):
         if plan is None:
-            plan = plan_columns(source.name, batch.columns, run.options)
-            summary.notes.append(f"columns: {plan.describe()}")
-            if batch.dialect.note:
-                summary.notes.append(batch.dialect.note)
-            if batch.dialect.delimiter != ",":
-                summary.notes.append(f"delimiter {batch.dialect.delimiter!r}")
+            plan = _plan_for(run, batch)
         _prepare_csv_batch(run, plan, batch)
         read += _batch_bytes(batch.table)
         run.advance(read)
+
+
+def _plan_for(run: _SourceRun, batch: CsvBatch) -> ColumnPlan:
+    """The file's column plan, made from its first batch and noted in the source's summary."""
+    summary = run.summary
+    plan = plan_columns(run.source.name, batch.columns, run.options)
+    summary.notes.append(f"columns: {plan.describe()}")
+    if batch.dialect.note:
+        summary.notes.append(batch.dialect.note)
+    if batch.dialect.delimiter != ",":
+        summary.notes.append(f"delimiter {batch.dialect.delimiter!r}")
+    return plan
+
+
+def prepare_batch_part(
+    options: PrepareOptions,
+    source: Source,
+    plan: ColumnPlan,
+    batch: CsvBatch,
+    path: Path,
+    checks: list[Check] | None,
+) -> SourcePart:
+    """One batch of a large CSV into a part file of its own (a worker's share, parallel.py),
+    checked with the suite's `checks` as read by the run; what it adds to the source's counts,
+    rules and sample comes back as a SourcePart."""
+    with PartWriter(path) as writer:
+        run = _SourceRun(options, source, writer, None)
+        run.runners[plan.kind] = SourceValidator(plan.kind, checks)
+        _prepare_csv_batch(run, plan, batch)
+    samples = {kind: validator.sample for kind, validator in run.runners.items()}
+    return SourcePart(-1, str(path), 0, run.summary, run.counters, run.rules, samples)
 
 
 def _batch_bytes(table: pa.Table) -> int:
@@ -404,13 +454,28 @@ def _batch_bytes(table: pa.Table) -> int:
     return cells + table.num_rows * max(1, table.num_columns)
 
 
+def _read_rejects(run: _SourceRun, batch: CsvBatch) -> None:
+    """Rows the reader turned away (too long to read) are input rows, rejected under a rule that
+    ran on every row read."""
+    read = batch.table.num_rows + len(batch.rejects)
+    for rule, description in READ_RULES.items():
+        failed = sum(1 for reject in batch.rejects if reject.rule == rule)
+        run.rule("read", rule, None, description, failed, checked=read)
+    run.summary.rows += len(batch.rejects)
+    run.counters.input_rows += len(batch.rejects)
+    run.reject(batch.rejects)
+
+
 def _prepare_csv_batch(run: _SourceRun, plan: ColumnPlan, batch: CsvBatch) -> None:
+    _read_rejects(run, batch)
     rows = batch.table.num_rows
+    if not rows:
+        return
     run.summary.rows += rows
     run.counters.input_rows += rows
     run.counters.trimmed_cells += trimmed_cells(plan, batch.table)
     mapped = apply_plan(plan, batch.table)
-    outcome = run.runner(plan.kind).validate(mapped.to_pandas())
+    outcome = run.runner(plan.kind).validate(mapped)
     run.record_gx(plan.kind, outcome)
     run.reject(_gx_rejects(plan, batch, outcome))
     good = np.ones(rows, dtype=bool)
@@ -420,7 +485,7 @@ def _prepare_csv_batch(run: _SourceRun, plan: ColumnPlan, batch: CsvBatch) -> No
     kept = mapped.filter(pa.array(good))
     line_numbers = batch.lines[good]
     columns = to_chat_columns(plan, kept)
-    lines = render_columns(columns).to_pylist()
+    lines = render_columns(columns)
     counts = _example_tokens(run, columns)
     counts, lines, dropped = _over_limit(run, columns, counts, lines)
     user = columns["user"]
@@ -438,10 +503,13 @@ def _prepare_csv_batch(run: _SourceRun, plan: ColumnPlan, batch: CsvBatch) -> No
     run.cover_limit(len(lines))
     run.reject(over)
     _spot_check(run, lines)
-    survivors = np.flatnonzero(~dropped)
-    if len(survivors) < len(lines):
-        lines = [lines[i] for i in survivors]
-    run.keep(lines, counts[survivors], line_numbers[survivors])
+    if dropped.any():
+        lines, counts, line_numbers = (
+            lines.filter(pa.array(~dropped)),
+            counts[~dropped],
+            line_numbers[~dropped],
+        )
+    run.keep(lines, counts, line_numbers)
 
 
 # -- dialogues and chat JSONL: example by example -------------------------------------------
@@ -458,6 +526,8 @@ def _turn_frame(examples: list[Example]) -> tuple[pd.DataFrame, list[int]]:
     roles, contents, sentiments, owners = [], [], [], []
     for position, example in enumerate(examples):
         for message in example.messages:
+            if is_function_calling(message):  # calls and results: only the format rules fit them
+                continue
             roles.append(message.get("role"))
             content = message.get("content")
             contents.append(content if isinstance(content, str) else json.dumps(content))
@@ -490,7 +560,7 @@ def _prepare_examples(run: _SourceRun, examples: list[Example]) -> None:
         if position in bad:
             continue
         messages = [{k: v for k, v in m.items() if k != "sentiment"} for m in example.messages]
-        issues = check_example({"messages": messages})
+        issues = check_example({"messages": messages, **example.extras})
         checked += 1
         if issues:
             bad[position] = Reject(
@@ -498,9 +568,11 @@ def _prepare_examples(run: _SourceRun, examples: list[Example]) -> None:
             )
             continue
         limited += 1
-        count = tokens.count_message_tokens(messages, run.options.model)
+        count = tokens.count_example_tokens(
+            {"messages": messages, **example.extras}, run.options.model
+        )
         if run.limit and count > run.limit:
-            fitted = _truncate(run, messages) if run.options.truncate else None
+            fitted = _truncate(run, messages, example.extras) if run.options.truncate else None
             if fitted is None:
                 run.counters.over_limit += 1
                 bad[position] = Reject(
@@ -512,15 +584,19 @@ def _prepare_examples(run: _SourceRun, examples: list[Example]) -> None:
                 )
                 continue
             run.counters.truncated += 1
-            messages, count = fitted, tokens.count_message_tokens(fitted, run.options.model)
-        lines.append(render_example(messages))
+            messages = fitted
+            count = tokens.count_example_tokens(
+                {"messages": messages, **example.extras}, run.options.model
+            )
+        lines.append(render_example(messages, example.extras))
         counts.append(count)
         line_numbers.append(example.line)
     _count_format_rules(run, list(bad.values()))
     run.cover_format(checked=checked)
     run.cover_limit(limited)
     run.reject(sorted(bad.values(), key=lambda r: r.line))
-    run.keep(lines, np.asarray(counts, np.int64), np.asarray(line_numbers))
+    numbers = np.asarray(line_numbers, np.int64)
+    run.keep(pa.array(lines, pa.string()), np.asarray(counts, np.int64), numbers)
 
 
 def _count_format_rules(run: _SourceRun, rejects: list[Reject]) -> None:
@@ -560,7 +636,8 @@ def _prepare_jsonl(run: _SourceRun) -> None:
             code, message = (issue[0].code, issue[0].message) if issue else ("data_type", "")
             parse_errors.append(Reject(source.name, number, "messages", code, message))
             continue
-        chunk.append(Example(source.name, number, _trimmed(run, messages)))
+        extras = {key: parsed[key] for key in EXAMPLE_KEYS if key in parsed}
+        chunk.append(Example(source.name, number, _trimmed(run, messages), extras))
         if len(chunk) >= EXAMPLE_CHUNK:
             _prepare_examples(run, chunk)
             chunk = []
@@ -585,7 +662,9 @@ def _prepare_dialogues(run: _SourceRun) -> None:
     _cover_dialogue_rules(run, log, sentiments is not None)
     for drop in dropped:
         run.rule("dialogues", drop.rule, drop.field, DROP_RULES[drop.rule][1], 1)
-    examples = [Example(c.source, c.first_line, c.messages) for c in result.conversations]
+    examples = [
+        Example(c.source, c.first_line, c.labelled_messages()) for c in result.conversations
+    ]
     if run.options.redact:
         run.counters.redacted.update(result.redactions)
         summary.notes.append(_redaction_note(result.redactions))
@@ -634,12 +713,105 @@ def prepare_source(
     path = part_path(work, index)
     with PartWriter(path) as writer:
         run = _SourceRun(options, source, writer, progress)
-        PREPARERS[source.kind](run)
+        part = SourcePart(index, str(path), run.size, run.summary, run.counters, run.rules)
+        workers = parallel.workers_for(source, options)
+        if workers > 1:
+            parallel.prepare_csv(run, workers, part, work)  # the batches' parts join `part`
+        else:
+            PREPARERS[source.kind](run)
         run.advance(run.size)
-    return SourcePart(index, str(path), run.size, run.summary, run.counters, run.rules)
+    for kind, validator in run.runners.items():
+        part.samples.setdefault(kind, SourceSample()).absorb(validator.sample)
+    return part
 
 
 # -- the run as a whole ---------------------------------------------------------------------
+
+
+PIPE_PROBLEM = (
+    "is a pipe (process substitution such as <(cat x.csv)?), not a file: ftpipe reads an "
+    "input more than once, so give the file itself, or the CSV as text (--csv-text)"
+)
+OTHER_KINDS = "not .csv, .tsv, .json or .jsonl"
+
+
+def input_problem(path: Path) -> str | None:
+    """Why a named input cannot be read as a file or folder, or None; reads no content."""
+    if not os.path.lexists(path):
+        return "does not exist"
+    if path.is_dir():
+        return None
+    if path.is_file():
+        return _unreadable(path)
+    kind = path_kind(path)
+    return PIPE_PROBLEM if kind == "a pipe" else f"is {kind}, not a file or folder"
+
+
+def _unreadable(path: Path) -> str | None:
+    """Why a file cannot be opened for reading (permissions, a vanished mount), or None."""
+    try:
+        with path.open("rb"):
+            return None
+    except OSError as error:
+        return f"cannot be read: {error.strerror or error}"
+
+
+def check_paths(inputs: Sequence[str | Path], out_root: Path | None = None) -> None:
+    """Every named input is a readable file or a folder and the output root can be a folder;
+    checked before anything is read, as one line naming the path."""
+    for given in inputs:
+        problem = input_problem(Path(given))
+        if problem:
+            raise InputError(str(given), problem)
+    problem = unusable_folder(out_root) if out_root is not None else None
+    if problem:
+        raise InputError(f"output root {out_root}", problem)
+
+
+def _odd_entries(folder: Path, exclude: Path) -> list[dict[str, str]]:
+    """What a folder's listing holds that is neither a file nor a folder (links to nothing,
+    pipes, sockets), which the folder scan would otherwise pass over without a word."""
+    found = []
+    for path in sorted(folder.rglob("*")):
+        hidden = any(part.startswith(".") for part in path.relative_to(folder).parts)
+        if hidden or path.is_dir() or path.is_file():
+            continue
+        if path.parent.resolve().is_relative_to(exclude.resolve()):
+            continue
+        found.append({"path": str(path), "reason": path_kind(path)})
+    return found
+
+
+def _resolve(
+    inputs: Sequence[str | Path], csv_text: str | None, out_root: Path
+) -> tuple[Resolved, list[dict[str, str]]]:
+    """The sources, less unreadable files found in folders, and every input found but skipped
+    with why (report.md and the console list them, not only report.json)."""
+    folders = [Path(given) for given in inputs if Path(given).is_dir()]
+    odd = {str(folder): _odd_entries(folder, out_root) for folder in folders}
+    try:
+        resolved = resolve_sources(inputs, csv_text, exclude=out_root)
+    except InputError as error:
+        first = (odd.get(error.source) or [None])[0]
+        if first is None:
+            raise
+        # a folder of broken links: say so, not only that it holds no CSV
+        problem = f"{error.problem}; skipped {first['path']}: {first['reason']}"
+        raise InputError(error.source, problem) from None
+    skipped = [{"path": path, "reason": OTHER_KINDS} for path in resolved.ignored]
+    skipped += [entry for entries in odd.values() for entry in entries]
+    kept = []
+    for source in resolved.sources:
+        problem = _unreadable(source.path) if source.path else None
+        if problem:
+            skipped.append({"path": source.name, "reason": problem})
+        else:
+            kept.append(source)
+    if not kept:
+        raise InputError(skipped[0]["path"], skipped[0]["reason"])
+    skipped.sort(key=lambda entry: entry["path"])
+    ignored = resolved.ignored + [e["path"] for e in skipped if e["reason"] != OTHER_KINDS]
+    return Resolved(kept, ignored), skipped
 
 
 def plan_run(
@@ -649,9 +821,11 @@ def plan_run(
     csv_text: str | None = None,
     out_root: Path | None = None,
 ) -> RunPlan:
-    """Resolve the sources, compute the dataset id and make a fresh scratch folder for it."""
+    """Check the paths, resolve the sources, compute the dataset id and make a fresh scratch
+    folder for it."""
     out_root = out_root or default_output_root()
-    resolved = resolve_sources(inputs, csv_text, exclude=out_root)
+    check_paths(inputs, out_root)
+    resolved, skipped = _resolve(inputs, csv_text, out_root)
     dataset_id = content_digest(resolved.sources, options.fingerprint())
     plan = RunPlan(
         dataset_id=dataset_id,
@@ -661,6 +835,7 @@ def plan_run(
         options=options,
         out_root=out_root,
         created_root=not out_root.exists(),
+        skipped=skipped,
     )
     parts_dir(plan.work).mkdir(parents=True)
     return plan
@@ -709,10 +884,11 @@ def finish_run(plan: RunPlan, parts: Iterable[SourcePart]) -> PrepareResult:
     PrepareFailed, after publishing the report and rejects, when the result breaks the rules."""
     merger: Merger | None = None
     try:
-        merger = Merger(plan.options, plan.work)
+        merger = Merger(plan.options, plan.work, plan.total_bytes)
         for part in parts:
             merger.add(part)
         report = merger.finish(plan.dataset_id, plan.out_dir, plan.ignored)
+        report["skipped_inputs"] = plan.skipped
     except BaseException:
         if merger is not None:
             merger.close()

@@ -17,6 +17,8 @@ ROLE_ORDER = ("system", "user", "assistant")
 _ESCAPES = (("\\", "\\\\"), ('"', '\\"'), ("\n", "\\n"), ("\r", "\\r"), ("\t", "\\t"))
 _RARE_CONTROL = "[\x00-\x08\x0b\x0c\x0e-\x1f]"  # json.dumps writes these as \b, \f or \\u00XX
 _RARE_CONTROL_RE = re.compile(_RARE_CONTROL)
+_OPEN = '{"messages": ['
+_CLOSE = "]}"
 
 
 def render_example(messages: list[dict[str, Any]], extras: dict[str, Any] | None = None) -> str:
@@ -38,19 +40,26 @@ def _escaped(values: pa.Array) -> pa.Array:
     return out
 
 
+def _message(role: str, values: pa.Array, separator: str) -> list[pa.Array | str]:
+    """The pieces of one message object, joined later with the rest of the line."""
+    return [f'{separator}{{"role": "{role}", "content": "', _escaped(values), '"}']
+
+
+def _optional_system(values: pa.Array) -> pa.Array:
+    """The system message and its separator, or "" where the row has no system text: one
+    rendering pass whichever rows have one."""
+    parts = [*_message("system", values, ""), ", "]
+    rendered = pc.binary_join_element_wise(*parts, "")
+    return pc.if_else(pc.equal(values, ""), "", rendered)
+
+
 def render_columns(columns: dict[str, pa.Array]) -> pa.Array:
     """One JSON line per row from system/user/assistant arrays (system optional, "" = none)."""
-    roles = [role for role in ROLE_ORDER if role in columns]
-    parts: list[pa.Array | str] = ['{"messages": [']
+    roles = [role for role in ROLE_ORDER if role in columns and role != "system"]
+    parts: list[pa.Array | str] = [_OPEN]
+    if "system" in columns:
+        parts.append(_optional_system(columns["system"]))
     for position, role in enumerate(roles):
-        separator = ", " if position else ""
-        parts += [f'{separator}{{"role": "{role}", "content": "', _escaped(columns[role]), '"}']
-    parts.append("]}")
-    full = pc.binary_join_element_wise(*parts, "")
-    if "system" not in columns:
-        return full
-    empty_system = pc.equal(columns["system"], "")
-    if not pc.any(empty_system).as_py():
-        return full
-    without = render_columns({role: columns[role] for role in roles if role != "system"})
-    return pc.if_else(empty_system, without, full)
+        parts += _message(role, columns[role], ", " if position else "")
+    parts.append(_CLOSE)
+    return pc.binary_join_element_wise(*parts, "")
