@@ -74,7 +74,7 @@ def pool(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Pool]:
 
 def test_deploy_puts_every_deployment_in_the_pool(pool: Pool) -> None:
     deployments = pool.server.deployments()
-    assert len(deployments) == 7
+    assert len(deployments) == 8
     pools = {(d["name"] == "gpu", d["work_pool_name"]) for d in deployments}
     assert pools == {(False, "ftpipe"), (True, "ftpipe-gpu")}  # train_model/gpu: GPU machines
     [poll] = [d for d in deployments if d["name"] == "every-5-minutes"]
