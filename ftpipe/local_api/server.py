@@ -132,8 +132,9 @@ def discovery_path(root: Path) -> Path:
 def _announced(root: Path) -> str | None:
     """The URL of a live foreground server on this state folder, if one announced itself."""
     try:
+        # 5 s: a busy 2-core machine missed a 2 s health check of a live server
         info = json.loads(discovery_path(root).read_text())
-        answer = httpx.get(f"{info['url']}/_ftpipe/health", timeout=2.0).json()
+        answer = httpx.get(f"{info['url']}/_ftpipe/health", timeout=5.0).json()
     except (OSError, ValueError, KeyError, httpx.HTTPError):
         return None
     return info["url"] if answer.get("root") == str(root) else None
