@@ -2,21 +2,10 @@
 
 from __future__ import annotations
 
-from typing import Literal
-
 from pydantic import BaseModel, Field, field_validator
 
 from ftpipe.eval.gate import check_gate_metrics
-
-Metric = Literal[
-    "exact_match",
-    "normalized_match",
-    "token_f1",
-    "accuracy",
-    "macro_f1",
-    "valid_loss",
-    "valid_mean_token_accuracy",
-]
+from ftpipe.eval.result import Metric
 
 
 class EvalOptions(BaseModel):

@@ -7,7 +7,7 @@ from typing import Literal
 from pydantic import BaseModel, Field
 
 Verdict = Literal["better", "worse", "no clear difference", "no base"]
-MetricName = Literal[
+Metric = Literal[
     "exact_match",
     "normalized_match",
     "token_f1",
