@@ -15,7 +15,8 @@ from ftpipe.errors import InputError
 from ftpipe.estimate import cost_for
 from ftpipe.eval.options import EvalOptions
 from ftpipe.eval.run import enforce_gate
-from ftpipe.finetune.launch import Epochs, LaunchOptions, LaunchRequest, Suffix
+from ftpipe.finetune.launch import LaunchRequest
+from ftpipe.finetune.options import Epochs, LaunchOptions, Suffix
 from ftpipe.flows.prepare_dataset import plain_parameter_errors, prepare_dataset
 from ftpipe.prepare.options import ModelName, PrepareOptions
 from ftpipe.prepare.pipeline import PrepareFailed

@@ -13,14 +13,13 @@ from datetime import UTC, datetime
 from pathlib import Path
 from typing import TYPE_CHECKING, Annotated, Any, Literal, NoReturn, TypeVar, Union, get_args
 
-import openai
 import typer
 from pydantic import BaseModel, ValidationError
 from pydantic_core import PydanticUndefined
 from rich.console import Console
 
 from ftpipe import no_telemetry
-from ftpipe.finetune.launch import LaunchOptions
+from ftpipe.finetune.options import LaunchOptions
 from ftpipe.prepare.options import PrepareOptions
 from ftpipe.settings import get_settings
 
@@ -59,6 +58,8 @@ def fail(message: str, code: int = 1) -> NoReturn:
 
 def plain(error: BaseException) -> str:
     """An API error as the endpoint's own words on one line, not the SDK's dict dump."""
+    import openai
+
     if isinstance(error, openai.APIStatusError):
         body = error.body if isinstance(error.body, dict) else {}
         detail = body.get("error", body) if isinstance(body.get("error"), dict) else body
@@ -310,6 +311,8 @@ def quickstart(
     model: Annotated[str | None, typer.Option(help="Base model to fine-tune.")] = None,
 ) -> None:
     """Upload a training file, fine-tune, and ask the new model, on the configured endpoint."""
+    import openai
+
     from ftpipe import resources, walkthrough
     from ftpipe.client import describe_backend, make_client
 
@@ -329,6 +332,8 @@ def quickstart(
 
 def _plain_errors() -> tuple[type[BaseException], ...]:
     """Errors whose message says it all: one line, never Prefect's traceback in the run logs."""
+    import openai
+
     from ftpipe.errors import InputError
     from ftpipe.finetune.poll import JobFailed, WaitTimeout
 
@@ -386,6 +391,18 @@ def _prepare_here(
     paths: list[Path], options: PrepareOptions, csv_text: str | None, out: Path
 ) -> Prepared:
     """The core in this process, with a progress bar: no Prefect server needed."""
+    from ftpipe.prepare import gx_process
+
+    gx_process.start_early()  # before the imports below: GX's import overlaps them
+    try:
+        return _prepare_with_bar(paths, options, csv_text, out)
+    finally:
+        gx_process.discard_early()
+
+
+def _prepare_with_bar(
+    paths: list[Path], options: PrepareOptions, csv_text: str | None, out: Path
+) -> Prepared:
     from rich.progress import BarColumn, DownloadColumn, Progress, TextColumn, TimeRemainingColumn
 
     from ftpipe.prepare.pipeline import prepare as run_prepare
@@ -695,6 +712,8 @@ def _jobs_table(rows: list[dict[str, str]]) -> Any:
 
 
 def _retrieve(job_id: str) -> object:
+    import openai
+
     from ftpipe.client import endpoint_id, make_client
     from ftpipe.registry import default_registry
 
@@ -749,6 +768,8 @@ def _evaluation_of(job_id: str) -> dict[str, object]:
 
 def _write_loss_curve(job_id: str) -> None:
     """Fetch the job's step metrics and plot them; a job without them says so and is fine."""
+    import openai
+
     from ftpipe.client import make_client
     from ftpipe.loss_curve import NoMetrics, save_loss_curve
 
@@ -783,6 +804,8 @@ def jobs_events(
 @jobs_app.command("cancel")
 def jobs_cancel(job_id: str) -> None:
     """Cancel a job that has not finished."""
+    import openai
+
     from ftpipe.client import endpoint_id, make_client
     from ftpipe.registry import default_registry
 
@@ -824,6 +847,8 @@ def ask(
     log: Annotated[bool, typer.Option(help="Append the exchange to the dialogue log.")] = True,
 ) -> None:
     """Ask a model; the reply is printed and (by default) saved to the dialogue log."""
+    import openai
+
     from ftpipe import chat, sentiment
     from ftpipe.client import make_client
     from ftpipe.dialogue_log import DialogueLog, default_log_path
@@ -856,6 +881,8 @@ def describe_image(
     raw_http: Annotated[bool, typer.Option(help="Plain HTTP instead of the SDK.")] = False,
 ) -> None:
     """Describe a local image (downscaled first when it is over 20 MB or 2048 px)."""
+    import openai
+
     from ftpipe import vision
     from ftpipe.client import make_client
     from ftpipe.errors import InputError
@@ -945,6 +972,8 @@ def sentiment_command(
 @app.command()
 def demo() -> None:
     """Run the original module's main on the configured endpoint, printing each step."""
+    import openai
+
     from ftpipe.errors import InputError
     from ftpipe.openai_model import FacadeError
     from ftpipe.openai_model import main as run_demo
@@ -1042,11 +1071,15 @@ def dialogues_export(
 
 def run() -> None:
     """The console script: errors that carry a plain message are one line on stderr, exit 1."""
-    from ftpipe.errors import InputError
-
     try:
         app(prog_name="ftpipe")
-    except (InputError, openai.OpenAIError) as error:
+    except Exception as error:
+        import openai  # here, not at the top: `ftpipe prepare` never needs the SDK
+
+        from ftpipe.errors import InputError
+
+        if not isinstance(error, InputError | openai.OpenAIError):
+            raise
         errors.print(f"ftpipe: {plain(error)}", style="red")
         raise SystemExit(1) from None
 

@@ -6,7 +6,6 @@ from __future__ import annotations
 from pathlib import Path
 from typing import TYPE_CHECKING, Annotated
 
-import openai
 import typer
 
 from ftpipe.cli import Flag, OptionGroup, console, errors, fail, model_options, plain
@@ -79,6 +78,7 @@ def run_evaluation(
     name: str, options: EvalOptions, *, out_dir: Path | None = None, command: str
 ) -> EvalResult:
     """The evaluation with one progress bar; failures are one line and a non-zero exit."""
+    import openai
     from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn
 
     from ftpipe.eval.by_name import evaluate_by_name

@@ -18,7 +18,7 @@ from typer.testing import CliRunner
 from ftpipe import catalog
 from ftpipe.cli import app
 from ftpipe.errors import InputError
-from ftpipe.finetune.launch import LaunchOptions
+from ftpipe.finetune.options import LaunchOptions
 from ftpipe.flows.finetune import TrainingOptions, finetune, finetune_dialogues
 from ftpipe.flows.prepare_dataset import prepare_dataset
 from ftpipe.openai_model import FacadeError, OpenAIModel

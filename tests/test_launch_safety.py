@@ -13,7 +13,8 @@ from typing import TYPE_CHECKING
 import httpx
 import pytest
 
-from ftpipe.finetune.launch import LaunchOptions, LaunchRequest, launch
+from ftpipe.finetune.launch import LaunchRequest, launch
+from ftpipe.finetune.options import LaunchOptions
 from ftpipe.finetune.upload import upload_training_file
 from ftpipe.registry import Registry
 from ftpipe.settings import FaultSettings

@@ -19,7 +19,7 @@ import typer
 from typer.testing import CliRunner
 
 from ftpipe.cli import app
-from ftpipe.finetune.launch import LaunchOptions
+from ftpipe.finetune.options import LaunchOptions
 from ftpipe.prepare.options import PrepareOptions
 from tests.conftest import SAMPLES
 

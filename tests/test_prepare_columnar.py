@@ -4,6 +4,7 @@ they cannot read goes to GX; GX validates each run's sample into Data Docs and m
 from __future__ import annotations
 
 import json
+import sys
 from pathlib import Path
 
 import numpy as np
@@ -11,7 +12,7 @@ import pandas as pd
 import pyarrow as pa
 import pytest
 
-from ftpipe.prepare import columnar, merge, validation
+from ftpipe.prepare import columnar, gx_process, merge, validation
 from ftpipe.prepare.columnar import ColumnarRunner, suite_checks, text_table
 from ftpipe.prepare.expectations import KINDS, BatchOutcome, SuiteRunner
 from ftpipe.prepare.gx_process import GxProcess
@@ -295,3 +296,29 @@ def test_only_large_runs_start_a_gx_process(tmp_path: Path) -> None:
     assert large.gx is not None
     large.close()
     assert large.gx._child.returncode is not None
+
+
+def test_the_cli_starts_gx_early_and_its_run_takes_it(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """`ftpipe prepare` starts the GX child before its own imports; even a small run takes it,
+    and a child no run took is stopped. A process that already has GX validates itself."""
+    monkeypatch.delitem(sys.modules, "great_expectations", raising=False)
+    gx_process.start_early()
+    early = gx_process._early
+    assert early is not None
+    merger = Merger(PrepareOptions(model="gpt-4o-mini"), tmp_path, input_bytes=1)
+    assert merger.gx is early
+    assert gx_process.take_early() is None  # taken once
+    merger.close()
+    assert early._child.returncode is not None
+
+    gx_process.start_early()
+    unused = gx_process._early
+    assert unused is not None
+    gx_process.discard_early()
+    assert unused._child.returncode is not None and gx_process._early is None
+
+    monkeypatch.setitem(sys.modules, "great_expectations", object())
+    gx_process.start_early()
+    assert gx_process._early is None

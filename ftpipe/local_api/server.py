@@ -131,13 +131,21 @@ def discovery_path(root: Path) -> Path:
 
 def _announced(root: Path) -> str | None:
     """The URL of a live foreground server on this state folder, if one announced itself."""
+    marker = discovery_path(root)
+    try:
+        info = json.loads(marker.read_text())
+    except (OSError, ValueError):
+        return None
     try:
         # 5 s: a busy 2-core machine missed a 2 s health check of a live server
-        info = json.loads(discovery_path(root).read_text())
         answer = httpx.get(f"{info['url']}/_ftpipe/health", timeout=5.0).json()
-    except (OSError, ValueError, KeyError, httpx.HTTPError):
+    except (ValueError, KeyError, TypeError, httpx.HTTPError) as error:
+        log.warning("Ignoring %s: the server it names did not answer (%s)", marker, error)
         return None
-    return info["url"] if answer.get("root") == str(root) else None
+    if answer.get("root") != str(root):
+        log.warning("Ignoring %s: the server it names serves %s", marker, answer.get("root"))
+        return None
+    return info["url"]
 
 
 @dataclass(frozen=True)
@@ -187,15 +195,27 @@ def local_base_url(settings: Settings) -> str:
     return local_endpoint(settings).base_url
 
 
+def _announce_when_started(server: uvicorn.Server, sock: socket.socket, marker: Path) -> None:
+    """Write the discovery file once uvicorn accepts connections: announced earlier, another
+    process's health check would be refused and it would start a second server."""
+    while not server.started:
+        if server.should_exit:
+            return
+        threading.Event().wait(0.01)
+    url, root = _url(sock), marker.parent
+    marker.write_text(json.dumps({"url": url, "pid": os.getpid(), "root": str(root)}))
+    log.info("Local OpenAI-compatible server listening on %s/v1 (state in %s)", url, root)
+
+
 def serve_forever(settings: Settings, host: str, port: int) -> None:
     """Serve in the foreground until interrupted, announced in the discovery file meanwhile."""
     root = settings.state_dir("local_api")
     server = _uvicorn(root, settings.local, settings.faults)  # settings checked before announcing
     sock = bind_socket(host, port)
-    url = _url(sock)
     marker = discovery_path(root)
-    marker.write_text(json.dumps({"url": url, "pid": os.getpid(), "root": str(root)}))
-    log.info("Local OpenAI-compatible server listening on %s/v1 (state in %s)", url, root)
+    threading.Thread(
+        target=_announce_when_started, args=(server, sock, marker), daemon=True
+    ).start()
     # uvicorn re-raises SIGTERM after its shutdown; make that an exit that runs `finally`.
     signal.signal(signal.SIGTERM, lambda *_: sys.exit(0))
     try:

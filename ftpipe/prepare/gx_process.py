@@ -3,9 +3,10 @@
 GX takes 2-3 s to import, ~136 MB, and about a second of interpreter teardown at exit. Started
 when a large run starts, a child process imports it on another core while the run reads, then
 validates the run's sample and writes the Data Docs when asked, so none of that sits on the
-run's path nor in the memory of the process that holds the data. A small run validates in its
-own process instead: it has nothing to overlap the import with, and a test suite or a long-lived
-process imports GX once rather than once per run.
+run's path nor in the memory of the process that holds the data. The CLI's `prepare`, a process
+that ends with its run, starts the child first of all (start_early), so even a small run's GX
+import overlaps its own imports. Otherwise a small run validates in its own process: a test
+suite or a long-lived process (a Prefect worker) imports GX once rather than once per run.
 
 The child is a plain `python -c`, not multiprocessing: nothing of the caller's `__main__` is
 imported again. It is told the suites' folder as this process resolves it (settings can be
@@ -20,14 +21,18 @@ import signal
 import subprocess
 import sys
 from pathlib import Path
-from typing import IO, Any
+from typing import IO, TYPE_CHECKING, Any
 
-import pyarrow as pa
+if TYPE_CHECKING:  # a bare import: the CLI starts the child before importing pandas or pyarrow
+    import pyarrow as pa
 
-from ftpipe.prepare.expectations import BatchOutcome
+    from ftpipe.prepare.expectations import BatchOutcome
 
 EXPECTATIONS_DIR_VARIABLE = "FTPIPE_EXPECTATIONS_DIR"
 _SERVE = "from ftpipe.prepare.gx_process import serve; serve()"
+
+
+_early: GxProcess | None = None
 
 
 class GxFailed(RuntimeError):
@@ -68,6 +73,28 @@ class GxProcess:
         if self._child.poll() is None:
             self._child.kill()
             self._child.wait()
+
+
+def start_early() -> None:
+    """In a one-shot process (`ftpipe prepare`): start the child now, so GX imports on the other
+    core while this process imports its own modules and reads; the run's Merger takes it."""
+    global _early
+    if _early is None and "great_expectations" not in sys.modules:  # else: GX is here already
+        _early = GxProcess.start()
+
+
+def take_early() -> GxProcess | None:
+    """The child started by start_early, once; None when there is none."""
+    global _early
+    taken, _early = _early, None
+    return taken
+
+
+def discard_early() -> None:
+    """Stop an early child that no run took (the run failed before its merge)."""
+    taken = take_early()
+    if taken is not None:
+        taken.close()
 
 
 def serve() -> None:

@@ -23,7 +23,7 @@ from ftpipe.chat_format import RULES as FORMAT_RULES
 from ftpipe.estimate import CostEstimate, cost_for
 from ftpipe.prepare import report as reporting
 from ftpipe.prepare.dedupe import SeenHashes
-from ftpipe.prepare.gx_process import GxProcess
+from ftpipe.prepare.gx_process import GxProcess, take_early
 from ftpipe.prepare.options import PrepareOptions
 from ftpipe.prepare.parts import (
     Counters,
@@ -100,7 +100,9 @@ class Merger:
         """`input_bytes`: the run's size, which decides where GX validates (gx_process.py)."""
         self.options = options
         self.work = work
-        self.gx = GxProcess.start() if input_bytes >= GX_PROCESS_MIN_BYTES else None
+        self.gx = take_early()
+        if self.gx is None and input_bytes >= GX_PROCESS_MIN_BYTES:
+            self.gx = GxProcess.start()
         self.limit = token_limit(options.model)
         self.rejects = RejectsWriter(work / "rejects.csv")
         self._train = (work / "train.jsonl").open("wb")
