@@ -743,8 +743,8 @@ def run_flow(csv_path: Path, out_dir: Path) -> dict[str, Any]:
 
 
 def workers_flag() -> str | None:
-    """HOOK for two cores: the CLI flag of a PrepareOptions field that spreads one CSV over
-    processes, when the pipeline has one (none yet: `--task-runner` is one task per file)."""
+    """The CLI flag of the PrepareOptions field that spreads one CSV over processes
+    (`--workers`), looked up rather than assumed so the bench also runs an older checkout."""
     from ftpipe.prepare.options import PrepareOptions
 
     found = next((name for name in WORKER_FIELDS if name in PrepareOptions.model_fields), None)

@@ -44,6 +44,16 @@ ISOLATED_VARS = (
 )
 
 
+@pytest.hookimpl(tryfirst=True)
+def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
+    """Under pytest-xdist's `--dist loadgroup` a module's tests stay on one worker, so its
+    module-scoped servers start once; modules that share a costly session fixture name one
+    group (`pytest.mark.xdist_group`) and go together."""
+    for item in items:
+        if item.get_closest_marker("xdist_group") is None:
+            item.add_marker(pytest.mark.xdist_group(item.module.__name__))
+
+
 def pytest_sessionfinish(session: pytest.Session, exitstatus: int) -> None:
     """Stop the session's long-lived local Prefect server, if a test made ftpipe start one."""
     from ftpipe.flows.prefect_api import stop_server

@@ -92,7 +92,7 @@ def submit(page: Page, attempts: int = 3) -> None:
             page.wait_for_url(re.compile(r"tab=Runs"), timeout=45_000)
             return
         except PlaywrightTimeout:
-            failed = page.get_by_text("Something went wrong").is_visible()
+            failed = page.get_by_text("Something went wrong").first.is_visible()  # one per panel
             if not failed or attempt == attempts - 1:
                 raise
 

@@ -31,6 +31,9 @@ from ftpipe.settings import LocalApiSettings
 from tests.conftest import StartServer, converted_smollm2, strict_client
 from tests.openapi import error_of
 
+# one xdist group with the other users of the session's converted SmolLM2 (smollm2_run)
+pytestmark = pytest.mark.xdist_group("smollm2")
+
 BASE = "tiny-chat"
 TUNED = "ft:tiny-chat:ftpipe:tuned:ftjob-real0001"
 CHECKPOINT = f"{TUNED}:ckpt-step-2"

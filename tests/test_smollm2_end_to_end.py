@@ -18,7 +18,8 @@ import pytest
 from ftpipe.eval.run import EvalRequest, evaluate
 from tests.conftest import StartServer, converted_smollm2, strict_client
 
-pytestmark = pytest.mark.slow
+# one xdist group with the other users of the session's converted SmolLM2 (smollm2_run)
+pytestmark = [pytest.mark.slow, pytest.mark.xdist_group("smollm2")]
 
 SYSTEM = "Route the customer's message. Answer with the queue code only."
 QUEUES = {

