@@ -26,7 +26,7 @@ import logging
 import sys
 import warnings
 from collections.abc import Callable, Iterator, Mapping
-from functools import cache
+from functools import cache, partial
 from pathlib import Path
 from types import ModuleType
 from typing import Any
@@ -404,6 +404,17 @@ def count_example_tokens(example: Mapping[str, Any], model: str = DEFAULT_MODEL)
         return _local(model).count_messages(messages, tools)
     functions = [t["function"] for t in tools if isinstance(t.get("function"), Mapping)]
     return count_message_tokens(messages, model) + count_function_tokens(functions, model)
+
+
+def example_counter(model: str) -> Callable[[Mapping[str, Any]], int]:
+    """count_example_tokens for one model, resolved once: finding a local model's folder reads
+    the settings, which costs many times more than counting one example."""
+    if uses_openai_rule(model):
+        return partial(count_example_tokens, model=model)
+    local = _local(model)
+    return lambda example: local.count_messages(
+        list(example.get("messages") or []), example_tools(example)
+    )
 
 
 def truncate_to_tokens(text: str, limit: int, model: str = DEFAULT_MODEL) -> str:

@@ -10,6 +10,7 @@ import pytest
 from typer.testing import CliRunner
 
 from ftpipe import catalog, tokens
+from ftpipe import settings as settings_module
 from ftpipe.chat_format import check_jsonl_file
 from ftpipe.cli import app
 from ftpipe.client import make_client
@@ -117,6 +118,28 @@ def test_prepare_for_a_local_model_counts_with_its_tokenizer(tiny: Path, tmp_pat
     assert result.report["cost"]["tokens_per_epoch"] == expected
     check = check_jsonl_file(result.train_path, LOCAL_ID)
     assert check.ok and check.token_limit == 512 and check.limit_model == LOCAL_ID
+
+
+def test_a_local_model_is_found_once_per_source_not_once_per_example(
+    tiny: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Finding a local model's folder reads the settings (~1 ms); counting one example costs
+    less, so 200 examples must not read them 200 times (a 200 MB CSV took hours that way)."""
+    rows = "".join(f"Question {i}?,Answer {i}.\n" for i in range(200))
+    csv = tmp_path / "many.csv"
+    csv.write_text("question,answer\n" + rows, encoding="utf-8")
+    reads = 0
+    original = settings_module.get_settings  # the catalogue imports it where it is used
+
+    def counted() -> Settings:
+        nonlocal reads
+        reads += 1
+        return original()
+
+    monkeypatch.setattr(settings_module, "get_settings", counted)
+    result = prepare([csv], PrepareOptions(model=LOCAL_ID), out_root=tmp_path / "out")
+    assert result.report["counts"]["examples"] == 200
+    assert reads < 50, f"settings read {reads} times for 200 examples"
 
 
 def test_prepare_enforces_the_local_context_limit(tiny: Path, tmp_path: Path) -> None:

@@ -19,7 +19,7 @@ import os
 import shutil
 import uuid
 from collections import Counter
-from collections.abc import Callable, Iterable, Iterator, Sequence
+from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -188,6 +188,8 @@ class _SourceRun:
         self.summary = reporting.SourceSummary(self.source.name, self.source.kind)
         self.size = self.source.size
         self.limit = token_limit(self.options.model)
+        # resolved once: finding a local model reads the settings (more than a count costs)
+        self.count_example = tokens.example_counter(self.options.model)
         self.role_tokens = {
             role: tokens.count_tokens(role, self.options.model)
             for role in ("system", "user", "assistant")
@@ -270,20 +272,21 @@ def _column_tokens(values: pa.Array, model: str) -> np.ndarray:
     return distinct[encoded.indices.to_numpy(zero_copy_only=False)] if len(distinct) else distinct
 
 
-def _templated_tokens(model: str, columns: dict[str, pa.Array]) -> np.ndarray:
+def _templated_tokens(
+    count: Callable[[Mapping[str, Any]], int], columns: dict[str, pa.Array]
+) -> np.ndarray:
     """Exact counts for a model whose template is not additive per cell (a local model)."""
     cells = {
         role: columns[role].to_pylist()
         for role in ("system", "user", "assistant")
         if role in columns
     }
+
+    def messages(i: int) -> list[dict[str, Any]]:
+        return [{"role": r, "content": v[i]} for r, v in cells.items() if v[i] != ""]
+
     return np.fromiter(
-        (
-            tokens.count_message_tokens(
-                [{"role": r, "content": v[i]} for r, v in cells.items() if v[i] != ""], model
-            )
-            for i in range(len(columns["user"]))
-        ),
+        (count({"messages": messages(i)}) for i in range(len(columns["user"]))),
         np.int64,
         count=len(columns["user"]),
     )
@@ -293,7 +296,7 @@ def _example_tokens(run: _SourceRun, columns: dict[str, pa.Array]) -> np.ndarray
     """OpenAI's per-example count: 3 per message plus role and content tokens, plus 3; a local
     model's examples are counted one by one through its chat template."""
     if not tokens.uses_openai_rule(run.options.model):
-        return _templated_tokens(run.options.model, columns)
+        return _templated_tokens(run.count_example, columns)
     rows = len(columns["user"])
     total = np.full(rows, 3, dtype=np.int64)
     for role, values in columns.items():
@@ -371,7 +374,7 @@ def _over_limit(
             continue
         run.counters.truncated += 1
         fitted_lines[int(i)] = render_example(fitted)
-        counts[i] = tokens.count_message_tokens(fitted, run.options.model)
+        counts[i] = run.count_example({"messages": fitted})
     if fitted_lines:
         mask = np.zeros(len(lines), dtype=bool)
         mask[list(fitted_lines)] = True
@@ -391,7 +394,7 @@ def _truncate(
         return None
     budget = tokens.count_tokens(last["content"], model)
     while budget > 0:
-        excess = tokens.count_example_tokens({"messages": messages, **(extras or {})}, model)
+        excess = run.count_example({"messages": messages, **(extras or {})})
         excess -= run.limit
         if excess <= 0:
             return messages
@@ -568,9 +571,7 @@ def _prepare_examples(run: _SourceRun, examples: list[Example]) -> None:
             )
             continue
         limited += 1
-        count = tokens.count_example_tokens(
-            {"messages": messages, **example.extras}, run.options.model
-        )
+        count = run.count_example({"messages": messages, **example.extras})
         if run.limit and count > run.limit:
             fitted = _truncate(run, messages, example.extras) if run.options.truncate else None
             if fitted is None:
@@ -585,9 +586,7 @@ def _prepare_examples(run: _SourceRun, examples: list[Example]) -> None:
                 continue
             run.counters.truncated += 1
             messages = fitted
-            count = tokens.count_example_tokens(
-                {"messages": messages, **example.extras}, run.options.model
-            )
+            count = run.count_example({"messages": messages, **example.extras})
         lines.append(render_example(messages, example.extras))
         counts.append(count)
         line_numbers.append(example.line)
