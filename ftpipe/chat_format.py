@@ -16,10 +16,10 @@ from __future__ import annotations
 
 import json
 import re
-from collections.abc import Iterable, Iterator, Mapping
+from collections.abc import Callable, Iterable, Iterator, Mapping
 from dataclasses import dataclass
 from pathlib import Path
-from typing import cast
+from typing import Any, cast
 
 from ftpipe import catalog, tokens
 
@@ -478,7 +478,9 @@ def _numbered_lines(lines: Iterable[bytes | str]) -> Iterator[tuple[int, bytes |
     return ((number, raw) for number, raw in enumerate(lines, 1) if not _is_blank(raw))
 
 
-def _check_line(number: int, raw: bytes | str, model: str) -> ExampleCheck:
+def _check_line(
+    number: int, raw: bytes | str, count_example: Callable[[Mapping[str, Any]], int]
+) -> ExampleCheck:
     """Parse, validate and (when valid) count the tokens of one line."""
     example, issues = _parse_line(raw)
     if not issues:
@@ -487,8 +489,7 @@ def _check_line(number: int, raw: bytes | str, model: str) -> ExampleCheck:
         return ExampleCheck(number, issues)
     messages = cast(dict, example)["messages"]
     trainable = any(m.get("role") == "assistant" and m.get("weight", 1) != 0 for m in messages)
-    count = tokens.count_example_tokens(cast(dict, example), model)
-    return ExampleCheck(number, [], count, trainable)
+    return ExampleCheck(number, [], count_example(cast(dict, example)), trainable)
 
 
 def check_jsonl(lines: Iterable[bytes | str], model: str) -> FileCheck:
@@ -498,9 +499,10 @@ def check_jsonl(lines: Iterable[bytes | str], model: str) -> FileCheck:
     result = FileCheck(
         0, [], [], [], token_limit=limit, limit_model=info.snapshot if info else None
     )
+    count_example = tokens.example_counter(model)  # the model found once, not once per line
     for number, raw in _numbered_lines(lines):
         result.examples += 1
-        check = _check_line(number, raw, model)
+        check = _check_line(number, raw, count_example)
         if check.tokens is None:
             result.bad.append(check)
             continue
