@@ -227,6 +227,24 @@ def test_bad_input_is_one_line_and_leaves_no_result(
     assert not (bad / "eval.json").exists() and not (bad / "eval.md").exists()
 
 
+@pytest.mark.parametrize(
+    ("options", "message"),
+    [
+        ({"min_improvement": {"token_f1": 0.1}}, "needs a base model to improve on"),
+        ({"judge": "gpt-4o"}, "compares the model with its base"),
+    ],
+)
+def test_a_refused_plan_leaves_no_output_folder(
+    tmp_path: Path, options: dict, message: str
+) -> None:
+    data = write_jsonl(tmp_path / "valid.jsonl", held_out())
+    fresh = tmp_path / "not-yet" / "eval"
+    request = EvalRequest(tuned=BASE, data=str(data), out_dir=fresh, **options)
+    with pytest.raises(InputError, match=message):
+        evaluate(request, make_client())
+    assert not (tmp_path / "not-yet").exists()
+
+
 def test_an_unfinished_job_is_refused(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.setenv("FTPIPE_LOCAL_JOB_SPEED", "retrieves:1000")
     client = make_client()

@@ -115,8 +115,6 @@ def enforce_gate(result: EvalResult) -> None:
 def _check_plan(request: EvalRequest, scorer: Scorer, gate: Mapping[str, float]) -> None:
     if request.base is not None and request.base == request.tuned:
         raise InputError("--base", f"{request.base} is the model being evaluated; name another")
-    if request.out_dir is not None:
-        _check_out_dir(request.out_dir)
     if gate and not request.base:
         raise InputError("--min-improvement", "needs a base model to improve on (--base)")
     if request.judge and not request.base:
@@ -127,6 +125,8 @@ def _check_plan(request: EvalRequest, scorer: Scorer, gate: Mapping[str, float])
                 f"--min-improvement {metric}",
                 f"not measured on this data (it measures {', '.join(scorer.metrics)})",
             )
+    if request.out_dir is not None:  # last: a refused plan leaves no folder behind
+        _check_out_dir(request.out_dir)
 
 
 def _check_out_dir(out_dir: Path) -> None:
