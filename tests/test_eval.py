@@ -245,6 +245,17 @@ def test_a_refused_plan_leaves_no_output_folder(
     assert not (tmp_path / "not-yet").exists()
 
 
+def test_a_wrong_judge_fails_before_any_model_is_asked(tmp_path: Path) -> None:
+    data = write_jsonl(tmp_path / "valid.jsonl", held_out())
+    request = EvalRequest(tuned=BASE, base="gpt-4o", judge="no-such-judge", data=str(data))
+    answered: list[tuple[int, int]] = []
+    with pytest.raises(InputError, match="judge no-such-judge at"):
+        evaluate(
+            request, make_client(), progress=lambda done, total: answered.append((done, total))
+        )
+    assert all(done == 0 for done, _ in answered), answered  # not one answer asked for
+
+
 def test_an_unfinished_job_is_refused(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.setenv("FTPIPE_LOCAL_JOB_SPEED", "retrieves:1000")
     client = make_client()

@@ -16,7 +16,7 @@ from ftpipe.errors import InputError
 from ftpipe.eval import gate as gates
 from ftpipe.eval.answers import answer_all
 from ftpipe.eval.examples import EvalExample, load_examples
-from ftpipe.eval.judge import judge_pairs
+from ftpipe.eval.judge import AskJudge, judge_messages, judge_pairs
 from ftpipe.eval.result import (
     ENDPOINT_METRICS,
     LOWER_IS_BETTER,
@@ -84,6 +84,11 @@ def evaluate(
     models = [request.tuned] + ([request.base] if request.base else [])
     total = len(examples) * (len(models) + (2 if request.judge else 0))
     tick = _counter(total, progress)
+    ask_judge = None
+    if request.judge and request.base:
+        ask_judge = _judge_asker(request.judge, judge_client or client, attempts)
+        # one question first: a wrong judge name, key or endpoint fails before any model is asked
+        ask_judge(judge_messages(examples[0], examples[0].reference, examples[0].reference))
     answers = {
         model: answer_all(
             client, model, examples, concurrency=request.concurrency, attempts=attempts,
@@ -92,10 +97,8 @@ def evaluate(
         for model in dict.fromkeys(models)
     }  # fmt: skip
     result = _result(request, examples, scorer, answers, endpoint_scores or {}, gate)
-    if request.judge and request.base:
-        result.judge, outcomes = _judge(
-            request, judge_client or client, examples, answers, tick, attempts
-        )
+    if ask_judge is not None:
+        result.judge, outcomes = _judge(request, ask_judge, examples, answers, tick)
     else:
         outcomes = None
     if request.out_dir is not None:
@@ -209,15 +212,9 @@ def _verdict(differences: list[Difference], primary: str, base: str | None) -> V
     return "better" if better else "worse" if worse else "no clear difference"
 
 
-def _judge(
-    request: EvalRequest,
-    client: openai.OpenAI,
-    examples: list[EvalExample],
-    answers: Mapping[str, list[str]],
-    tick: Callable[[int], None],
-    attempts: int,
-) -> tuple[object, list]:
-    judge = request.judge or ""
+def _judge_asker(judge: str, client: openai.OpenAI, attempts: int) -> AskJudge:
+    """One judge question through the core's retry policy; an API error is one line naming
+    the judge and its endpoint."""
 
     def ask_judge(messages: list[dict]) -> str:
         try:
@@ -226,11 +223,25 @@ def _judge(
             )
         except openai.APIError as error:
             raise InputError(f"judge {judge} at {client.base_url}", _first_line(error)) from None
-        tick(1)
         return reply.text
 
+    return ask_judge
+
+
+def _judge(
+    request: EvalRequest,
+    ask_judge: AskJudge,
+    examples: list[EvalExample],
+    answers: Mapping[str, list[str]],
+    tick: Callable[[int], None],
+) -> tuple[object, list]:
+    def counted(messages: list[dict]) -> str:
+        reply = ask_judge(messages)
+        tick(1)
+        return reply
+
     return judge_pairs(
-        ask_judge, judge, examples, answers[request.tuned], answers[request.base or ""],
+        counted, request.judge or "", examples, answers[request.tuned], answers[request.base or ""],
         concurrency=request.concurrency,
     )  # fmt: skip
 
