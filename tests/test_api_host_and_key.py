@@ -5,6 +5,8 @@ from __future__ import annotations
 import json
 import logging
 import socket
+import subprocess
+import sys
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
@@ -216,3 +218,23 @@ def test_announced_foreground_server_keeps_accepting_any_key(start_server: Start
     assert client.api_key == LOCAL_PLACEHOLDER_KEY
     assert client.models.list().data
     assert strict_client(foreground.base_url, api_key="anything").models.list().data
+
+
+def test_an_announcement_left_by_a_killed_server_is_removed_quietly(
+    isolated_env: Path, caplog: pytest.LogCaptureFixture
+) -> None:
+    """`kill -9` of `ftpipe local-api` leaves server.json behind; the next command removes it
+    (its process is gone) and starts its own server without a warning."""
+    root = get_settings().state_dir("local_api")
+    ended = subprocess.run([sys.executable, "-c", "import os; print(os.getpid())"],
+                           capture_output=True, text=True, check=True)  # fmt: skip
+    marker = discovery_path(root)
+    marker.write_text(
+        json.dumps({"url": "http://127.0.0.1:9", "pid": int(ended.stdout), "root": str(root)})
+    )
+    with caplog.at_level(logging.INFO, logger="ftpipe"):
+        client = make_client()
+    assert not str(client.base_url).startswith("http://127.0.0.1:9/")
+    assert not marker.exists()
+    assert not [r for r in caplog.records if r.levelno >= logging.WARNING]
+    assert any("has ended" in r.getMessage() for r in caplog.records)

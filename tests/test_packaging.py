@@ -4,6 +4,7 @@ top-level `flows` or `tasks`, and a wheel install that works from another folder
 from __future__ import annotations
 
 import os
+import shutil
 import subprocess
 import sys
 import tomllib
@@ -15,6 +16,9 @@ import pytest
 ROOT = Path(__file__).resolve().parent.parent
 PYPROJECT = tomllib.loads((ROOT / "pyproject.toml").read_text(encoding="utf-8"))
 SETUPTOOLS = PYPROJECT["tool"]["setuptools"]
+# what a checkout holds that is not source (.gitignore's entries, and git's own folder)
+BUILD_IGNORES = (".git", ".venv", "build", "dist", "*.egg-info", "__pycache__", ".pytest_cache",
+                 ".ruff_cache", ".ftpipe", "test-artifacts", "processed", ".env")  # fmt: skip
 
 
 def source_folder(package: str) -> Path:
@@ -40,9 +44,13 @@ def test_every_python_folder_is_a_listed_package() -> None:
 @pytest.fixture(scope="module")
 def wheel(tmp_path_factory: pytest.TempPathFactory) -> Path:
     out = tmp_path_factory.mktemp("wheel")
+    # built from a copy: a build writes build/ and *.egg-info, which tests running beside this
+    # one (pytest-xdist) may be reading through the editable install
+    source = tmp_path_factory.mktemp("source") / "ftpipe"
+    shutil.copytree(ROOT, source, ignore=shutil.ignore_patterns(*BUILD_IGNORES))
     subprocess.run(
         [sys.executable, "-m", "pip", "wheel", "--quiet", "--no-deps", "--no-build-isolation",
-         "--wheel-dir", str(out), str(ROOT)],
+         "--wheel-dir", str(out), str(source)],
         check=True, timeout=300, capture_output=True,
     )  # fmt: skip
     [built] = out.glob("ftpipe-*.whl")

@@ -322,3 +322,22 @@ def test_the_cli_starts_gx_early_and_its_run_takes_it(
     monkeypatch.setitem(sys.modules, "great_expectations", object())
     gx_process.start_early()
     assert gx_process._early is None
+
+
+def test_an_early_gx_child_is_stopped_when_the_run_has_nothing_to_validate(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A file of blank lines gives GX no sample (and the run fails for want of examples);
+    the child started for it must not be left waiting."""
+    from ftpipe.prepare.pipeline import PrepareFailed, prepare
+
+    monkeypatch.delitem(sys.modules, "great_expectations", raising=False)
+    data = tmp_path / "blank.jsonl"
+    data.write_text("\n\n\n", encoding="utf-8")
+    gx_process.start_early()
+    early = gx_process._early
+    assert early is not None
+    with pytest.raises(PrepareFailed, match="training examples"):
+        prepare([data], PrepareOptions(model="gpt-4o-mini"), out_root=tmp_path / "out")
+    assert early._child.returncode is not None
+    assert early._child.stdin is not None and early._child.stdin.closed

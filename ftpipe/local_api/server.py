@@ -25,6 +25,7 @@ import httpx
 import uvicorn
 from pydantic import SecretStr
 
+from ftpipe.atomic import write_text_atomically
 from ftpipe.local_api.app import create_app, shutdown_app
 from ftpipe.settings import FaultSettings, LocalApiSettings, Settings
 
@@ -136,6 +137,12 @@ def _announced(root: Path) -> str | None:
         info = json.loads(marker.read_text())
     except (OSError, ValueError):
         return None
+    if isinstance(info, dict) and _ended(info.get("pid")):
+        # a server killed without its clean-up (kill -9, a crash): nothing to warn about
+        with contextlib.suppress(OSError):
+            marker.unlink()
+        log.info("Removed %s: the server it names (process %s) has ended", marker, info["pid"])
+        return None
     try:
         # 5 s: a busy 2-core machine missed a 2 s health check of a live server
         answer = httpx.get(f"{info['url']}/_ftpipe/health", timeout=5.0).json()
@@ -195,6 +202,20 @@ def local_base_url(settings: Settings) -> str:
     return local_endpoint(settings).base_url
 
 
+def _ended(pid: object) -> bool:
+    """Whether the process that wrote an announcement is gone (it was written on this machine:
+    the state folder is local)."""
+    if not isinstance(pid, int) or pid <= 0:
+        return False
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return True
+    except OSError:  # exists, but another user's
+        return False
+    return False
+
+
 def _announce_when_started(server: uvicorn.Server, sock: socket.socket, marker: Path) -> None:
     """Write the discovery file once uvicorn accepts connections: announced earlier, another
     process's health check would be refused and it would start a second server."""
@@ -203,7 +224,14 @@ def _announce_when_started(server: uvicorn.Server, sock: socket.socket, marker: 
             return
         threading.Event().wait(0.01)
     url, root = _url(sock), marker.parent
-    marker.write_text(json.dumps({"url": url, "pid": os.getpid(), "root": str(root)}))
+    try:  # atomically: a reader never sees half a file (and starts a second server)
+        write_text_atomically(
+            marker, json.dumps({"url": url, "pid": os.getpid(), "root": str(root)})
+        )
+    except OSError as error:
+        log.error(
+            "Cannot announce the server in %s (%s): other processes start their own", marker, error
+        )
     log.info("Local OpenAI-compatible server listening on %s/v1 (state in %s)", url, root)
 
 
@@ -213,14 +241,17 @@ def serve_forever(settings: Settings, host: str, port: int) -> None:
     server = _uvicorn(root, settings.local, settings.faults)  # settings checked before announcing
     sock = bind_socket(host, port)
     marker = discovery_path(root)
-    threading.Thread(
+    announcer = threading.Thread(
         target=_announce_when_started, args=(server, sock, marker), daemon=True
-    ).start()
+    )
+    announcer.start()
     # uvicorn re-raises SIGTERM after its shutdown; make that an exit that runs `finally`.
     signal.signal(signal.SIGTERM, lambda *_: sys.exit(0))
     try:
         server.run(sockets=[sock])
     finally:
+        server.should_exit = True
+        announcer.join(timeout=5)  # so it cannot announce after the file is taken back
         shutdown_app(server.config.app)
         with contextlib.suppress(OSError, ValueError):
             if json.loads(marker.read_text()).get("pid") == os.getpid():

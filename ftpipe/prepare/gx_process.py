@@ -69,10 +69,14 @@ class GxProcess:
         return value
 
     def close(self) -> None:
-        """Stop the child if it is still waiting (a run that failed before validating)."""
+        """Stop the child if it is still waiting (a run that failed before validating, or one
+        with nothing to validate) and close its pipes."""
         if self._child.poll() is None:
             self._child.kill()
             self._child.wait()
+        for pipe in (self._child.stdin, self._child.stdout):
+            if pipe is not None and not pipe.closed:
+                pipe.close()
 
 
 def start_early() -> None:

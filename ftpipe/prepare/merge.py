@@ -204,7 +204,11 @@ class Merger:
         """GX's validation of the run's sample, per suite, with Data Docs beside the outputs."""
         pa.default_memory_pool().release_unused()  # the batches are gone; GX's import is not
         gx, self.gx = self.gx, None
-        validations = validate_run(self.samples, self.work / DATA_DOCS, gx)
+        try:
+            validations = validate_run(self.samples, self.work / DATA_DOCS, gx)
+        finally:
+            if gx is not None:
+                gx.close()  # a run with no sample never asked it
         docs = f"{DATA_DOCS}/index.html" if validations else None  # in the dataset's folder
         report["great_expectations"] = {
             "data_docs": docs,
