@@ -52,6 +52,22 @@ def test_prepare_of_a_missing_file_fails_in_one_line_without_gx(tmp_path: Path) 
     assert len(said) == 1 and "missing.csv" in said[0] and "does not exist" in said[0], said
 
 
+def test_cli_prepare_leaves_gx_to_its_child_and_never_imports_the_sdk(tmp_path: Path) -> None:
+    """`ftpipe prepare` starts GX's import in a child before its own imports, and needs neither
+    the OpenAI SDK nor the job registry: its process imports none of them, yet the run has its
+    GX validation and Data Docs."""
+    ran = python(
+        ["-X", "importtime", "-m", "ftpipe", "prepare", str(REPO / "data/samples/csv"),
+         "--model", "gpt-4o-mini", "--out", str(tmp_path / "out")],
+        tmp_path,
+    )  # fmt: skip
+    assert ran.returncode == 0, ran.stderr
+    imported = {line.rsplit("|", 1)[-1].strip() for line in ran.stderr.splitlines()}
+    assert not imported & {"great_expectations", "openai", "sqlalchemy", "ftpipe.registry"}
+    [folder] = (tmp_path / "out").iterdir()
+    assert (folder / "data_docs" / "index.html").is_file()
+
+
 def test_validating_imports_gx_and_keeps_it_quiet(tmp_path: Path) -> None:
     code = (
         "import os, sys\n"
