@@ -8,6 +8,8 @@ from __future__ import annotations
 from collections.abc import Iterable
 from dataclasses import dataclass
 
+import numpy as np
+
 from ftpipe import catalog
 
 TARGET_EPOCHS = 3
@@ -26,9 +28,14 @@ def default_epochs(examples: int) -> int:
     return epochs
 
 
-def billed_tokens_per_epoch(token_counts: Iterable[int], limit: int | None) -> int:
+def billed_tokens_per_epoch(token_counts: Iterable[int] | np.ndarray, limit: int | None) -> int:
     """Each example counts up to the model's per-example limit; longer ones are truncated."""
-    return sum(min(tokens, limit) if limit else tokens for tokens in token_counts)
+    counts = (
+        token_counts
+        if isinstance(token_counts, np.ndarray)
+        else np.fromiter(token_counts, np.int64)
+    )
+    return int((np.minimum(counts, limit) if limit else counts).sum())
 
 
 @dataclass(frozen=True)

@@ -180,16 +180,7 @@ def _openai_encoding(name: str) -> tiktoken.Encoding:
 def encoding_for_model(model: str) -> Encoding:
     """The tokenizer the catalogue assigns to a model: OpenAI's (o200k_base for unknown models)
     or a local model's own."""
-    known = _catalogue_encoding(model)
-    return known if known is not None else get_encoding(encoding_name(model))
-
-
-@cache
-def _catalogue_encoding(model: str) -> tiktoken.Encoding | None:
-    """OpenAI models' tokenizers, cached by name (a local model's folder depends on settings)."""
-    if base_model_of(model) not in _catalogue_names():
-        return None
-    return _openai_encoding(encoding_name(model))
+    return get_encoding(_encoding_name(model))
 
 
 def uses_openai_rule(model: str) -> bool:

@@ -9,8 +9,9 @@ import numpy as np
 import pandas as pd
 import pyarrow as pa
 
+from ftpipe.estimate import billed_tokens_per_epoch as billed_tokens
 from ftpipe.prepare.dedupe import HASH_KEY, SeenHashes, example_hashes
-from ftpipe.prepare.merge import TokenCounts, billed_tokens, write_lines
+from ftpipe.prepare.merge import TokenCounts, write_lines
 from ftpipe.prepare.parts import KeepBatch, PartWriter, read_part
 from ftpipe.prepare.rejects import Reject
 from ftpipe.prepare.split import MAX_VALIDATION, ValidationPicker, split_keys, validation_size

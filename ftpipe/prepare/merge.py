@@ -20,7 +20,7 @@ import pyarrow.compute as pc
 
 from ftpipe import catalog
 from ftpipe.chat_format import RULES as FORMAT_RULES
-from ftpipe.estimate import CostEstimate, cost_for
+from ftpipe.estimate import CostEstimate, billed_tokens_per_epoch, cost_for
 from ftpipe.prepare import report as reporting
 from ftpipe.prepare.dedupe import SeenHashes
 from ftpipe.prepare.gx_process import GxProcess, take_early
@@ -64,11 +64,6 @@ def write_lines(handle: BinaryIO, lines: pa.Array) -> None:
         size = np.dtype(width).itemsize
         offsets = np.frombuffer(joined.buffers()[1], width, len(joined) + 1, joined.offset * size)
         handle.write(memoryview(joined.buffers()[2])[offsets[0] : offsets[-1]])
-
-
-def billed_tokens(counts: np.ndarray, limit: int | None) -> int:
-    """Billed tokens of one epoch: each example up to the model's per-example limit."""
-    return int((np.minimum(counts, limit) if limit else counts).sum())
 
 
 class TokenCounts:
@@ -194,7 +189,9 @@ class Merger:
             with (self.work / "validation.jsonl").open("wb") as handle:
                 write_lines(handle, validation)
         counts = self.token_counts.values
-        train_tokens = billed_tokens(counts, self.limit) - billed_tokens(held_out, self.limit)
+        train_tokens = billed_tokens_per_epoch(counts, self.limit) - billed_tokens_per_epoch(
+            held_out, self.limit
+        )
         cost = cost_for(int(counts.size) - len(validation), train_tokens, self.options.model)
         report = self._report(dataset_id, out_dir, ignored, counts, cost, len(validation))
         self._validate_with_gx(report, out_dir)

@@ -21,6 +21,7 @@ process, a script that calls `prepare` must keep its own work under `if __name__
 
 from __future__ import annotations
 
+import itertools
 import multiprocessing
 import os
 import signal
@@ -105,7 +106,7 @@ def prepare_csv(run: _SourceRun, workers: int, part: SourcePart, work: Path) -> 
     """The source's batches prepared by `workers` processes, each batch's part absorbed into
     the source's `part` in batch order as it comes back. A suite only GX can run is run here,
     batch by batch."""
-    from ftpipe.prepare.pipeline import _csv_rows, _plan_for
+    from ftpipe.prepare.pipeline import _csv_rows, _plan_for, prepare_batches
 
     batches = _csv_rows(run)
     try:
@@ -115,34 +116,19 @@ def prepare_csv(run: _SourceRun, workers: int, part: SourcePart, work: Path) -> 
         plan = _plan_for(run, first)
         checks = suite_checks(plan.kind)
         if checks is None:
-            _prepare_here(run, plan, _chain(first, batches))
+            prepare_batches(run, plan, itertools.chain([first], batches))
             return
         context = multiprocessing.get_context("spawn")
         with ProcessPoolExecutor(workers, mp_context=context, initializer=_warm_up) as pool:
             try:
-                jobs = _jobs(run, plan, checks, _chain(first, batches), work, part.index)
+                chained = itertools.chain([first], batches)
+                jobs = _jobs(run, plan, checks, chained, work, part.index)
                 _run_jobs(run, jobs, pool, workers, part)
             except BaseException:
                 pool.shutdown(wait=True, cancel_futures=True)
                 raise
     finally:
         batches.close()  # the reader's read-ahead thread ends with it
-
-
-def _prepare_here(run: _SourceRun, plan: ColumnPlan, batches: Iterator[CsvBatch]) -> None:
-    """Every batch in this process, as one-process runs do."""
-    from ftpipe.prepare.pipeline import _batch_bytes, _prepare_csv_batch
-
-    read = 0
-    for batch in batches:
-        _prepare_csv_batch(run, plan, batch)
-        read += _batch_bytes(batch.table)
-        run.advance(read)
-
-
-def _chain(first: CsvBatch, rest: Iterator[CsvBatch]) -> Iterator[CsvBatch]:
-    yield first
-    yield from rest
 
 
 def _jobs(

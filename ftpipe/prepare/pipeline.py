@@ -14,6 +14,7 @@ rejects.csv there but no JSONL.
 
 from __future__ import annotations
 
+import itertools
 import json
 import os
 import shutil
@@ -410,11 +411,16 @@ def _truncate(
 
 
 def _prepare_csv(run: _SourceRun) -> None:
-    plan: ColumnPlan | None = None
+    batches = _csv_rows(run)
+    first = next(batches, None)
+    if first is not None:
+        prepare_batches(run, _plan_for(run, first), itertools.chain([first], batches))
+
+
+def prepare_batches(run: _SourceRun, plan: ColumnPlan, batches: Iterable[CsvBatch]) -> None:
+    """Every batch of a CSV source in this process, the source's progress advancing."""
     read = 0
-    for batch in _csv_rows(run):
-        if plan is None:
-            plan = _plan_for(run, batch)
+    for batch in batches:
         _prepare_csv_batch(run, plan, batch)
         read += _batch_bytes(batch.table)
         run.advance(read)
